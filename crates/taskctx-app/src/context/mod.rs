@@ -1,0 +1,1 @@
+//! Task contexts (SPEC §5): the AIECS `TaskContext`, done right.

@@ -1,0 +1,5 @@
+#![doc = include_str!("../README.md")]
+
+pub mod builder;
+pub mod context;
+pub mod tokens;

@@ -1,0 +1,2 @@
+//! The `taskctx` binary.
+fn main() {}

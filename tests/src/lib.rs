@@ -1,0 +1,1 @@
+//! Black-box end-to-end tests of taskctx live in `tests/`; this library is empty.
