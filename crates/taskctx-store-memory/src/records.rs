@@ -101,10 +101,10 @@ impl Inner {
             .children
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(old_parent) = previous.as_ref().and_then(|p| p.parent_task_id.as_ref()) {
-            if record.parent_task_id.as_ref() != Some(old_parent) {
-                remove_child(&mut children, old_parent, &record.task_id);
-            }
+        if let Some(old_parent) = previous.as_ref().and_then(|p| p.parent_task_id.as_ref())
+            && record.parent_task_id.as_ref() != Some(old_parent)
+        {
+            remove_child(&mut children, old_parent, &record.task_id);
         }
         if let Some(parent) = &record.parent_task_id {
             children
@@ -164,10 +164,10 @@ impl RecordStore for MemoryRecordStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let actual = self.inner.get(&record.task_id).map_or(0, |r| r.revision);
-        if let Some(expected) = expected_revision {
-            if expected != actual {
-                return Err(conflict(&record.task_id, expected, actual));
-            }
+        if let Some(expected) = expected_revision
+            && expected != actual
+        {
+            return Err(conflict(&record.task_id, expected, actual));
         }
         record.revision = actual + 1;
         let revision = record.revision;
@@ -192,10 +192,10 @@ impl RecordStore for MemoryRecordStore {
         for put in &batch {
             let id = &put.record.task_id;
             let actual = self.inner.get(id).map_or(0, |r| r.revision);
-            if let Some(expected) = put.expected_revision {
-                if expected != actual {
-                    return Err(conflict(id, expected, actual));
-                }
+            if let Some(expected) = put.expected_revision
+                && expected != actual
+            {
+                return Err(conflict(id, expected, actual));
             }
             revisions.push(actual + 1);
         }
