@@ -1,6 +1,8 @@
 //! The sled store runs the whole conformance suite, reopening the same directory for the
 //! persistence checks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
