@@ -1,1 +1,27 @@
 #![doc = include_str!("../README.md")]
+
+mod open;
+mod url;
+
+pub use open::{OpenError, Stores, default_store_url, open, open_url};
+pub use url::{StoreUrl, UrlError};
+
+/// The layers, complete, for what the curated re-exports below leave out.
+pub use taskctx_app as app;
+pub use taskctx_domain as domain;
+pub use taskctx_store as store;
+
+pub use taskctx_app::config::{Config, ConfigError, LogLevel};
+pub use taskctx_app::context::{
+    BlockingContext, CleanupError, ContextError, ContextInit, HistoryBudget, Persistence, Resource,
+    ScopeError, TaskContext, build_context, on_close, on_close_async, task_context,
+    task_context_blocking,
+};
+pub use taskctx_app::tokens::{BpeTokenCounter, default_token_counter};
+pub use taskctx_domain::{
+    ChatId, ContextUpdate, Map, OptimizeReport, TaskId, TaskRecord, TaskStatus, TaskType,
+    Timestamp, UpdateType, UserId, Value,
+};
+pub use taskctx_store::{
+    HistoryStore, HistoryStoreExt, RecordStore, RecordStoreExt, StoreError, StoreResult,
+};

@@ -1,0 +1,103 @@
+//! The command line, as clap sees it.
+
+use clap::{Args, Parser, Subcommand};
+
+/// taskctx: task context for AI-agent systems — histories, task records, context building.
+#[derive(Debug, Parser)]
+#[command(name = "taskctx", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// Store URL: memory:, fs:PATH or sled:PATH [default: sled:./tasks/taskctx.sled, or under
+    /// AIECS_TASK_DIR / TASKCTX_TASK_DIR]
+    #[arg(long, global = true, env = "TASKCTX_STORE", value_name = "URL")]
+    pub(crate) store: Option<String>,
+
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a realistic agent session against the store and show what taskctx keeps.
+    Demo,
+    /// Inspect and edit chat histories.
+    #[command(subcommand)]
+    History(HistoryCommand),
+    /// Totals of the store.
+    Stats,
+    /// Check that the store opens and every history and record reads back.
+    Health,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HistoryCommand {
+    /// List chats with their entry counts and last update.
+    List,
+    /// Show a chat's history.
+    Show {
+        /// The chat id.
+        chat: String,
+        /// Show only the last N entries.
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+    },
+    /// Append an update (or, with --stdin, one update per JSON line).
+    Append(AppendArgs),
+    /// Remove duplicates, then the oldest entries beyond a size budget.
+    Optimize {
+        /// The chat id.
+        chat: String,
+        /// The budget: characters of each entry's data as canonical JSON, or tokens with --tokens.
+        #[arg(long, value_name = "N")]
+        max_size: usize,
+        /// Count the budget in tokens (o200k_base) instead of characters.
+        #[arg(long)]
+        tokens: bool,
+    },
+    /// Keep only the updates stamped at or before a time.
+    Truncate {
+        /// The chat id.
+        chat: String,
+        /// Seconds since the Unix epoch, or an ISO-8601 date-time.
+        #[arg(long, value_name = "TIME")]
+        after: String,
+    },
+    /// Delete a chat's history.
+    Delete {
+        /// The chat id.
+        chat: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AppendArgs {
+    /// The chat id.
+    pub(crate) chat: String,
+    /// The update type (message, metadata, resource, file_operation, model_usage, error, or any
+    /// other non-empty kind).
+    #[arg(
+        long = "type",
+        value_name = "TYPE",
+        required_unless_present = "stdin",
+        conflicts_with = "stdin"
+    )]
+    pub(crate) update_type: Option<String>,
+    /// The update's data, as JSON.
+    #[arg(
+        long,
+        value_name = "JSON",
+        required_unless_present = "stdin",
+        conflicts_with = "stdin"
+    )]
+    pub(crate) data: Option<String>,
+    /// The update's metadata, as a JSON object.
+    #[arg(long, value_name = "JSON", conflicts_with = "stdin")]
+    pub(crate) metadata: Option<String>,
+    /// Read updates as JSON lines ({"update_type", "data", "metadata", "timestamp"?}) and print
+    /// each one's sequence number once it is durable.
+    #[arg(long)]
+    pub(crate) stdin: bool,
+}
