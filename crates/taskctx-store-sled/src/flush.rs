@@ -21,7 +21,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use taskctx_store::{StoreError, StoreResult};
 
 /// Counters of the group commit, to see how many writes shared each flush.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct FlushStats {
     /// Writes that waited for durability (each one acknowledged only after a flush).
@@ -165,7 +165,11 @@ fn finish(state: &mut State, number: u64, failure: Option<Failure>) {
     state.completed = number;
     match failure {
         None => state.succeeded = number,
-        Some(failure) => state.failure = Some(failure),
+        Some(failure) => {
+            // Logged once here; every writer that waited for this flush also gets the error.
+            tracing::warn!(error = %failure.message, "flushing the sled log failed");
+            state.failure = Some(failure);
+        }
     }
 }
 

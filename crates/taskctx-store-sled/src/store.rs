@@ -132,6 +132,22 @@ impl SledStore {
         })
     }
 
+    /// [`open`](Self::open) on tokio's blocking pool, for async callers (or right here when no
+    /// tokio runtime is running).
+    pub async fn open_async(path: impl Into<PathBuf>) -> StoreResult<Self> {
+        let path = path.into();
+        let job = move || Self::open(path);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime.spawn_blocking(job).await.unwrap_or_else(|e| {
+                Err(StoreError::Backend {
+                    detail: format!("opening the sled store did not finish: {e}"),
+                    retryable: false,
+                })
+            }),
+            Err(_) => job(),
+        }
+    }
+
     /// The history port of this store.
     pub fn history(&self) -> SledHistoryStore {
         SledHistoryStore::new(Arc::clone(&self.inner))

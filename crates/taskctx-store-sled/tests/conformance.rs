@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use taskctx_store::{StoreError, StoreResult};
+use taskctx_store::StoreResult;
 use taskctx_store_sled::SledStore;
 use taskctx_testkit::{Capabilities, Capability, Harness, Stores};
 use tempfile::TempDir;
@@ -36,12 +36,7 @@ impl Harness for SledHarness {
 
     async fn open(&self) -> StoreResult<Stores> {
         let path = self.dir.path().join("store");
-        let store = tokio::task::spawn_blocking(move || SledStore::open(path))
-            .await
-            .map_err(|e| StoreError::Backend {
-                detail: format!("open did not finish: {e}"),
-                retryable: false,
-            })??;
+        let store = SledStore::open_async(path).await?;
         Ok(Stores {
             history: Arc::new(store.history()),
             records: Arc::new(store.records()),
