@@ -7,7 +7,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The internal crates a manifest names in one section (`[dependencies]`, `[dev-dependencies]`).
@@ -82,7 +85,10 @@ fn dependencies_only_point_down_the_layers() {
             }
         }
     }
-    assert!(violations.is_empty(), "layering violations: {violations:#?}");
+    assert!(
+        violations.is_empty(),
+        "layering violations: {violations:#?}"
+    );
 }
 
 #[test]
@@ -142,5 +148,8 @@ fn every_rust_file_starts_by_saying_what_it_owns() {
         })
         .map(|p| p.strip_prefix(root()).unwrap().display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a leading //! line: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! line: {missing:#?}"
+    );
 }

@@ -38,12 +38,22 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             let line = format!("{error:#}").replace('\n', " ");
             eprintln!("taskctx: error: {line}");
             ExitCode::from(exit_code(&error))
         }
     }
+}
+
+/// Whether the command failed only because whoever read its output stopped reading.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// A panic is a bug, but the user still gets one line, not a backtrace (unless they ask for one

@@ -1,4 +1,18 @@
-//! Printing: tables for people, JSON for machines.
+//! Printing: tables for people, JSON for machines. Every write is fallible, so a closed pipe
+//! (`taskctx history list | head`) ends the command quietly instead of panicking.
+
+/// `println!` that returns an error instead of panicking when stdout is gone.
+macro_rules! outln {
+    () => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock())?
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+pub(crate) use outln;
 
 use std::io::Write;
 

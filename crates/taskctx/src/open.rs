@@ -87,9 +87,37 @@ pub async fn open_url(url: StoreUrl) -> Result<Stores, OpenError> {
             url: url.to_string(),
             feature: "fs",
         }),
-        StoreUrl::Sled(_) => Err(OpenError::NotBuilt {
-            url: url.to_string(),
-            feature: "sled",
-        }),
+        StoreUrl::Sled(path) => open_sled(path.clone(), url).await,
     }
+}
+
+#[cfg(feature = "sled")]
+async fn open_sled(path: std::path::PathBuf, url: StoreUrl) -> Result<Stores, OpenError> {
+    // Opening sled reads and may recover its log: blocking work, off the runtime threads.
+    let opened = tokio::task::spawn_blocking(move || taskctx_store_sled::SledStore::open(path))
+        .await
+        .map_err(|e| OpenError::Store {
+            url: url.to_string(),
+            source: StoreError::Backend {
+                detail: format!("the task opening the store failed: {e}"),
+                retryable: false,
+            },
+        })?
+        .map_err(|source| OpenError::Store {
+            url: url.to_string(),
+            source,
+        })?;
+    Ok(Stores {
+        history: Arc::new(opened.history()),
+        records: Arc::new(opened.records()),
+        url,
+    })
+}
+
+#[cfg(not(feature = "sled"))]
+async fn open_sled(_path: std::path::PathBuf, url: StoreUrl) -> Result<Stores, OpenError> {
+    Err(OpenError::NotBuilt {
+        url: url.to_string(),
+        feature: "sled",
+    })
 }

@@ -14,7 +14,7 @@ use taskctx::{
 };
 
 use super::Env;
-use crate::output::{print_json, shorten, table};
+use crate::output::{outln, print_json, shorten, table};
 
 /// The chat the demo writes to.
 const DEMO_CHAT: &str = "demo-research";
@@ -151,23 +151,23 @@ fn print_summary(env: &Env, summary: &Summary, client_closed: bool) -> anyhow::R
             "resource_closed": client_closed,
         }));
     }
-    println!("taskctx demo — store {}", env.store_url);
+    outln!("taskctx demo — store {}", env.store_url);
     if summary.earlier == 0 {
-        println!(
+        outln!(
             "Session `{}` (user {}): new history.",
             ctx.chat_id(),
             ctx.user_id()
         );
     } else {
-        println!(
+        outln!(
             "Session `{}` (user {}): continued {} entries from earlier runs.",
             ctx.chat_id(),
             ctx.user_id(),
             summary.earlier
         );
     }
-    println!();
-    println!("History after optimisation (newest last):");
+    outln!();
+    outln!("History after optimisation (newest last):");
     let history = ctx.history();
     let mut t = table(["#", "type", "data"]);
     let skip = history.len().saturating_sub(12);
@@ -178,42 +178,49 @@ fn print_summary(env: &Env, summary: &Summary, client_closed: bool) -> anyhow::R
             shorten(&data_text(&update.data), 90),
         ]);
     }
-    println!("{t}");
-    println!();
+    outln!("{t}");
+    outln!();
     let mut files = table(["tracked file", "last operation", "by"]);
     for (path, entry) in ctx.file_tracker() {
         files.add_row(vec![path, entry.operation, entry.source]);
     }
-    println!("{files}");
+    outln!("{files}");
     let mut models = table(["model", "provider", "mode"]);
     for usage in ctx.model_tracker() {
         models.add_row(vec![usage.model_id, usage.provider_id, usage.mode]);
     }
-    println!("{models}");
-    println!();
+    outln!("{models}");
+    outln!();
     let r = &summary.report;
-    println!(
+    outln!(
         "Optimisation to {DEMO_BUDGET_CHARS} characters: {} entries → {} kept; {} duplicates and {} over the budget removed.",
-        summary.before_optimise, r.kept, r.removed_duplicates, r.removed_for_budget
+        summary.before_optimise,
+        r.kept,
+        r.removed_duplicates,
+        r.removed_for_budget
     );
-    println!(
+    outln!(
         "Active metadata (internal_notes is toggled off): {}",
         Value::Object(ctx.get_active_metadata())
     );
-    println!(
+    outln!(
         "Stats: {} entries, {} characters, {} tokens (o200k_base), {} files, {} models.",
-        stats.entries, stats.size_chars, stats.size_tokens, stats.files, stats.models
+        stats.entries,
+        stats.size_chars,
+        stats.size_tokens,
+        stats.files,
+        stats.models
     );
     for suggestion in &stats.suggestions {
-        println!("  suggestion: {suggestion}");
+        outln!("  suggestion: {suggestion}");
     }
-    println!(
+    outln!(
         "Resource `search-client` closed at scope exit: {}.",
         if client_closed { "yes" } else { "NO" }
     );
     if stores_persist(&env.store_url) {
-        println!();
-        println!("Run `taskctx demo` again: the session continues from this history.");
+        outln!();
+        outln!("Run `taskctx demo` again: the session continues from this history.");
     }
     Ok(())
 }

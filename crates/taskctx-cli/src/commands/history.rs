@@ -14,7 +14,7 @@ use tokio::io::AsyncBufReadExt;
 use super::Env;
 use crate::cli::{AppendArgs, HistoryCommand};
 use crate::failure::usage;
-use crate::output::{print_json, shorten, table};
+use crate::output::{outln, print_json, shorten, table};
 
 pub(crate) async fn run(env: &Env, command: HistoryCommand) -> anyhow::Result<()> {
     match command {
@@ -68,7 +68,7 @@ async fn list(env: &Env) -> anyhow::Result<()> {
         return print_json(&chats);
     }
     if chats.is_empty() {
-        println!("No histories in {}.", env.store_url);
+        outln!("No histories in {}.", env.store_url);
         return Ok(());
     }
     let mut t = table(["chat", "entries", "last update"]);
@@ -81,7 +81,7 @@ async fn list(env: &Env) -> anyhow::Result<()> {
                 .unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     Ok(())
 }
 
@@ -126,7 +126,7 @@ async fn show(env: &Env, chat: &ChatId, last: Option<usize>) -> anyhow::Result<(
             },
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     Ok(())
 }
 
@@ -165,7 +165,7 @@ async fn append(env: &Env, args: AppendArgs) -> anyhow::Result<()> {
     if env.json {
         print_json(&json!({"chat_id": chat, "seq": seq}))
     } else {
-        println!("appended to `{chat}` as entry {seq}");
+        outln!("appended to `{chat}` as entry {seq}");
         Ok(())
     }
 }
@@ -219,12 +219,15 @@ async fn optimize(env: &Env, chat: &ChatId, budget: HistoryBudget) -> anyhow::Re
         HistoryBudget::Tokens(_) => "tokens",
     };
     if report.optimized() {
-        println!(
+        outln!(
             "optimised `{chat}`: kept {} of {before} entries ({} {unit}); removed {} duplicates and {} over the budget",
-            report.kept, report.kept_size, report.removed_duplicates, report.removed_for_budget
+            report.kept,
+            report.kept_size,
+            report.removed_duplicates,
+            report.removed_for_budget
         );
     } else {
-        println!(
+        outln!(
             "`{chat}` is already within the budget: nothing removed ({before} entries, {} {unit})",
             report.kept_size
         );
@@ -240,7 +243,7 @@ async fn truncate(env: &Env, chat: &ChatId, until: Timestamp) -> anyhow::Result<
             &json!({"chat_id": chat, "removed": removed, "kept": ctx.history_len()}),
         );
     }
-    println!(
+    outln!(
         "truncated `{chat}` after {}: removed {removed}, kept {}",
         until.to_rfc3339(),
         ctx.history_len()
@@ -256,7 +259,7 @@ async fn delete(env: &Env, chat: &ChatId) -> anyhow::Result<()> {
     if env.json {
         print_json(&json!({"chat_id": chat, "deleted": true}))
     } else {
-        println!("deleted the history of `{chat}`");
+        outln!("deleted the history of `{chat}`");
         Ok(())
     }
 }

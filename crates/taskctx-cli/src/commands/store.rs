@@ -4,7 +4,7 @@ use anyhow::bail;
 use serde_json::json;
 
 use super::Env;
-use crate::output::{print_json, table};
+use crate::output::{outln, print_json, table};
 
 pub(crate) async fn stats(env: &Env) -> anyhow::Result<()> {
     let stores = env.open().await?;
@@ -33,7 +33,7 @@ pub(crate) async fn stats(env: &Env) -> anyhow::Result<()> {
     }
     let layers: Vec<String> = records.layers.iter().map(u32::to_string).collect();
     t.add_row(vec!["layers".to_owned(), layers.join(", ")]);
-    println!("{t}");
+    outln!("{t}");
     Ok(())
 }
 
@@ -67,13 +67,13 @@ pub(crate) async fn health(env: &Env) -> anyhow::Result<()> {
             "problems": problems,
         }))?;
     } else {
-        println!(
+        outln!(
             "{}: {} chats, {entries} history entries, {records} task records",
             env.store_url,
             chats.len()
         );
         for problem in &problems {
-            println!("  problem: {problem}");
+            outln!("  problem: {problem}");
         }
     }
     if !problems.is_empty() {
@@ -83,7 +83,7 @@ pub(crate) async fn health(env: &Env) -> anyhow::Result<()> {
         );
     }
     if !env.json {
-        println!("healthy");
+        outln!("healthy");
     }
     Ok(())
 }
