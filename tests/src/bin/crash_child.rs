@@ -14,12 +14,18 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use serde_json::json;
-use taskctx::{ChatId, ContextUpdate, HistoryStoreExt, TaskId, TaskRecord, TaskType, UpdateType};
+use taskctx::{
+    ChatId, ContextInit, ContextUpdate, HistoryStoreExt, Persistence, TaskContext, TaskId,
+    TaskRecord, TaskType, UpdateType,
+};
 
 const CHATS: [&str; 2] = ["crash-a", "crash-b/with slash"];
 const APPEND_WRITERS_PER_CHAT: usize = 2;
 const RECORD_WRITERS: usize = 2;
 const RECORDS_PER_WRITER: usize = 5;
+/// The chat a write-through `TaskContext` writes to: an update acknowledged by
+/// `add_context_update` must survive the kill like a raw append.
+const CONTEXT_CHAT: &str = "crash-context";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -82,6 +88,26 @@ async fn write(url: &str, cycle: &str) -> anyhow::Result<()> {
                 anyhow::Ok(())
             }));
         }
+    }
+    {
+        let history = Arc::clone(&stores.history);
+        let cycle = cycle.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let ctx = TaskContext::builder(ContextInit::for_chat(ChatId::new(CONTEXT_CHAT)?))
+                .store(history)
+                .persistence(Persistence::WriteThrough)
+                .open()
+                .await?;
+            for i in 0u64.. {
+                let tag = format!("c{cycle}-ctx-{i}");
+                ctx.add_context_update(UpdateType::MESSAGE, json!({"tag": tag}), None)
+                    .await?;
+                // This context is the chat's only writer, so its position is the stored one.
+                let seq = ctx.history_len() - 1;
+                print_ack(format!("A {CONTEXT_CHAT} {seq} {tag}"))?;
+            }
+            anyhow::Ok(())
+        }));
     }
     for writer in 0..RECORD_WRITERS {
         let records = Arc::clone(&stores.records);
