@@ -83,7 +83,9 @@ pub(crate) fn render(ops: &[Op]) -> Result<Vec<u8>, serde_json::Error> {
 
 /// Parses an intent file; an error names the 1-based line and what is wrong with it.
 pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<Op>, (u64, String)> {
-    let mut lines = bytes.split(|&b| b == b'\n');
+    // Every line ends with a newline; the empty piece after the last one is not a line.
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let mut lines = body.split(|&b| b == b'\n');
     let header: Header = lines
         .next()
         .ok_or_else(|| (1, "empty file".to_owned()))
