@@ -86,7 +86,7 @@ async fn reopening_keeps_records_revisions_and_the_children_index() {
     // No intent log or temp file is left behind by completed batches.
     let leftovers: Vec<PathBuf> = files_under(&dir.path().join("records"))
         .into_iter()
-        .filter(|p| !p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| p.extension().is_none_or(|e| e != "json"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
