@@ -1,0 +1,312 @@
+//! The text layouts (SPEC R6.5): execution, planning, aggregation and minimal.
+//!
+//! `formatted` is a pure function of an `AgentTaskInput`'s other fields ([`format_input`]), so
+//! the text and the items can never disagree (reference B9). The builder measures the same
+//! framing strings this module renders, so its budget arithmetic and the text agree too. The
+//! layouts are documented with examples in `docs/context-building.md` and pinned by snapshot
+//! tests; changing a byte here is a visible change.
+//!
+//! Full layouts are paragraphs joined by one blank line:
+//!
+//! 1. `Overall Objective: …` (reference B7),
+//! 2. the parent hierarchy, root-most first (reference §10.1, B8),
+//! 3. the current task (id, type, layer, goal),
+//! 4. item sections `=== Title ===` in a fixed order, each item a paragraph.
+//!
+//! The minimal layout is ROMA's minimal text: one line each for the current task, type, layer,
+//! parent task and objective.
+
+use std::fmt::Write as _;
+
+use taskctx_domain::{TaskStatus, TaskType};
+
+use super::types::{
+    AgentTaskInput, ContentSelection, ContextItem, HierarchyEntry, Layout, SourceKind,
+};
+
+/// Joins paragraphs of the full layouts.
+pub(crate) const PARAGRAPH_SEPARATOR: &str = "\n\n";
+
+/// The item sections in the order they are rendered.
+pub(crate) const SECTION_ORDER: [SourceKind; 13] = [
+    SourceKind::ReplanDetails,
+    SourceKind::OriginalPlan,
+    SourceKind::ModificationInstructions,
+    SourceKind::GlobalConstraints,
+    SourceKind::Dependency,
+    SourceKind::ParentOutput,
+    SourceKind::PriorSibling,
+    SourceKind::GoalReference,
+    SourceKind::LaterSibling,
+    SourceKind::Child,
+    SourceKind::Similar,
+    SourceKind::Additional,
+    SourceKind::AuxData,
+];
+
+/// Position of `kind`'s section in [`SECTION_ORDER`] (header kinds sort last; they never head
+/// a section).
+pub(crate) fn section_rank(kind: SourceKind) -> usize {
+    SECTION_ORDER
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(SECTION_ORDER.len())
+}
+
+/// The heading paragraph of an item section.
+pub(crate) fn section_heading(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::ReplanDetails => {
+            "=== Re-plan Details (CRITICAL: the previous attempt failed; plan to avoid it) ==="
+        }
+        SourceKind::OriginalPlan => "=== Original Plan ===",
+        SourceKind::ModificationInstructions => "=== Modification Instructions ===",
+        SourceKind::GlobalConstraints => "=== Global Constraints / Preferences ===",
+        SourceKind::Dependency => "=== Task Dependencies ===",
+        SourceKind::ParentOutput => "=== Parent Output ===",
+        SourceKind::PriorSibling => "=== Prior Sibling Results ===",
+        SourceKind::GoalReference => "=== Referenced Tasks ===",
+        SourceKind::LaterSibling => "=== Later Sibling Results ===",
+        SourceKind::Child => "=== Child Task Results ===",
+        SourceKind::Similar => "=== Similar Completed Tasks ===",
+        SourceKind::Additional => "=== Additional Context ===",
+        SourceKind::AuxData => "=== Task Data ===",
+        SourceKind::CurrentTask | SourceKind::OverallObjective | SourceKind::Ancestor => "",
+    }
+}
+
+fn layer_text(layer: Option<u32>) -> String {
+    layer.map_or_else(|| "unknown".to_string(), |l| l.to_string())
+}
+
+/// The text around the current task's goal: `(prefix, suffix)`.
+pub(crate) fn current_framing(
+    layout: Layout,
+    task_id: &str,
+    task_type: TaskType,
+    layer: Option<u32>,
+) -> (String, String) {
+    let layer = layer_text(layer);
+    match layout {
+        Layout::Minimal => (
+            "Current Task: ".to_string(),
+            format!("\nTask Type: {task_type}\nLayer: {layer}"),
+        ),
+        Layout::Execution => (
+            format!("Current Task:\nTask ID: {task_id}\nType: {task_type}\nLayer: {layer}\nGoal: "),
+            String::new(),
+        ),
+        Layout::Planning => (
+            format!(
+                "Task To Plan:\nTask ID: {task_id}\nType: {task_type}\nPlanning Depth: {layer}\nGoal: "
+            ),
+            String::new(),
+        ),
+        Layout::Aggregation => (
+            format!(
+                "Aggregating Task:\nTask ID: {task_id}\nType: {task_type}\nLayer: {layer}\nGoal: "
+            ),
+            String::new(),
+        ),
+    }
+}
+
+/// The text before the overall objective.
+pub(crate) fn objective_prefix(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Minimal => "\nOverall Objective: ",
+        _ => "Overall Objective: ",
+    }
+}
+
+/// The first line(s) of the hierarchy paragraph.
+pub(crate) fn hierarchy_heading(layout: Layout, not_shown: usize) -> String {
+    match layout {
+        Layout::Minimal => String::new(),
+        _ if not_shown > 0 => format!(
+            "Parent Tasks (root-most first):\n({not_shown} higher ancestor level{} not shown)",
+            if not_shown == 1 { "" } else { "s" }
+        ),
+        _ => "Parent Tasks (root-most first):".to_string(),
+    }
+}
+
+/// The text around an ancestor's goal: `(prefix, suffix)`. The immediate parent is marked; a
+/// specific summary follows as an `Outcome:` line.
+pub(crate) fn ancestor_framing(
+    layout: Layout,
+    entry: &HierarchyEntry,
+    immediate: bool,
+    summary: Option<&str>,
+) -> (String, String) {
+    if layout == Layout::Minimal {
+        return ("\nParent Task: ".to_string(), String::new());
+    }
+    let prefix = format!("\n[L{}] {}: ", layer_text(entry.layer), entry.task_id);
+    let mut suffix = String::new();
+    if immediate {
+        suffix.push_str(" (immediate parent)");
+    }
+    if let Some(summary) = summary {
+        suffix.push_str("\n  Outcome: ");
+        suffix.push_str(summary);
+    }
+    (prefix, suffix)
+}
+
+/// The text around an item's content: `(prefix, suffix)`.
+pub(crate) fn item_framing(item: &ContextItem) -> (String, String) {
+    let mut prefix = String::new();
+    match item.kind {
+        SourceKind::ReplanDetails
+        | SourceKind::OriginalPlan
+        | SourceKind::ModificationInstructions
+        | SourceKind::GlobalConstraints => {}
+        SourceKind::Additional => {
+            let key = item
+                .source_task_id
+                .strip_prefix("additional:")
+                .unwrap_or(&item.source_task_id);
+            let _ = write!(prefix, "Source: {key}\nContent:\n");
+        }
+        SourceKind::AuxData => {
+            let key = item
+                .source_task_id
+                .strip_prefix("aux_data:")
+                .unwrap_or(&item.source_task_id);
+            let _ = write!(prefix, "Key: {key}\nContent:\n");
+        }
+        _ => {
+            let _ = write!(
+                prefix,
+                "Task ID: {}\nGoal: {}\n",
+                item.source_task_id, item.source_task_goal
+            );
+            if item.kind == SourceKind::Child {
+                if let Some(status) = item.status {
+                    let _ = writeln!(prefix, "Status: {status}");
+                }
+            }
+            let what = match item.selection {
+                ContentSelection::Error => "Error",
+                ContentSelection::Note => "Note",
+                _ => "Output",
+            };
+            if item.content_type.is_empty() {
+                let _ = writeln!(prefix, "{what}:");
+            } else {
+                let _ = writeln!(prefix, "{what} ({}):", item.content_type);
+            }
+        }
+    }
+    (prefix, String::new())
+}
+
+/// The fields `formatted` is rendered from.
+#[derive(Debug, Clone, Copy)]
+pub struct FormatView<'a> {
+    /// The layout.
+    pub layout: Layout,
+    /// The current task's id.
+    pub current_task_id: &'a str,
+    /// Its goal; empty only when the budget could not hold even that (then nothing is rendered).
+    pub current_goal: &'a str,
+    /// Its type.
+    pub current_task_type: TaskType,
+    /// Its layer.
+    pub current_layer: Option<u32>,
+    /// The overall objective.
+    pub overall_project_goal: Option<&'a str>,
+    /// Ancestors, root-most first.
+    pub parent_hierarchy: &'a [HierarchyEntry],
+    /// Ancestors above them that are not shown.
+    pub ancestors_not_shown: usize,
+    /// Items in display order.
+    pub items: &'a [ContextItem],
+}
+
+/// Renders `view` in its layout. Byte-identical output for equal views.
+pub fn format_view(view: &FormatView<'_>) -> String {
+    if view.current_goal.is_empty()
+        && view.items.is_empty()
+        && view.parent_hierarchy.is_empty()
+        && view.overall_project_goal.is_none()
+    {
+        return String::new();
+    }
+    let mut paragraphs: Vec<String> = Vec::new();
+    let (current_prefix, current_suffix) = current_framing(
+        view.layout,
+        view.current_task_id,
+        view.current_task_type,
+        view.current_layer,
+    );
+    let last = view.parent_hierarchy.len().saturating_sub(1);
+    if view.layout == Layout::Minimal {
+        let mut text = format!("{current_prefix}{}{current_suffix}", view.current_goal);
+        if let Some(parent) = view.parent_hierarchy.last() {
+            let (prefix, suffix) = ancestor_framing(view.layout, parent, true, None);
+            let _ = write!(text, "{prefix}{}{suffix}", parent.goal);
+        }
+        if let Some(objective) = view.overall_project_goal {
+            let _ = write!(text, "{}{objective}", objective_prefix(view.layout));
+        }
+        paragraphs.push(text);
+    } else {
+        if let Some(objective) = view.overall_project_goal {
+            paragraphs.push(format!("{}{objective}", objective_prefix(view.layout)));
+        }
+        if !view.parent_hierarchy.is_empty() {
+            let mut text = hierarchy_heading(view.layout, view.ancestors_not_shown);
+            for (i, entry) in view.parent_hierarchy.iter().enumerate() {
+                let (prefix, suffix) =
+                    ancestor_framing(view.layout, entry, i == last, entry.summary.as_deref());
+                let _ = write!(text, "{prefix}{}{suffix}", entry.goal);
+            }
+            paragraphs.push(text);
+        }
+        paragraphs.push(format!(
+            "{current_prefix}{}{current_suffix}",
+            view.current_goal
+        ));
+    }
+    let mut section: Option<SourceKind> = None;
+    for item in view.items {
+        if section != Some(item.kind) {
+            section = Some(item.kind);
+            let heading = section_heading(item.kind);
+            if !heading.is_empty() {
+                paragraphs.push(heading.to_string());
+            }
+        }
+        let (prefix, suffix) = item_framing(item);
+        paragraphs.push(format!("{prefix}{}{suffix}", item.content));
+    }
+    paragraphs.join(PARAGRAPH_SEPARATOR)
+}
+
+/// Re-renders `input.formatted` from its other fields: always equal to `input.formatted`.
+pub fn format_input(input: &AgentTaskInput) -> String {
+    format_view(&FormatView {
+        layout: input.layout,
+        current_task_id: input.current_task_id.as_str(),
+        current_goal: &input.current_goal,
+        current_task_type: input.current_task_type,
+        current_layer: input.current_layer,
+        overall_project_goal: input.overall_project_goal.as_deref(),
+        parent_hierarchy: &input.parent_hierarchy,
+        ancestors_not_shown: input.ancestors_not_shown,
+        items: &input.items,
+    })
+}
+
+/// A child's status line text (used by tests and docs).
+pub(crate) fn status_note(status: TaskStatus) -> &'static str {
+    match status {
+        TaskStatus::Cancelled => "[cancelled]",
+        TaskStatus::NeedsReplan => "[needs a new plan]",
+        TaskStatus::Failed => "[failed without an error message]",
+        TaskStatus::Done => "[No output]",
+        _ => "[no result yet]",
+    }
+}

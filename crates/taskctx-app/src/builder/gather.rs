@@ -1,0 +1,548 @@
+//! Reading the sources of R6.1 from the store: the only place the builder does I/O.
+//!
+//! Every read goes through a [`ReadLog`], which reads each record once per build and remembers
+//! what it saw, so the built-context cache can later re-check exactly those records.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+
+use regex::Regex;
+use taskctx_domain::{
+    DEPENDENCY_IDS, DEPENDS_ON_INDICES, NodeType, TaskId, TaskRecord, TaskStatus, Value,
+    is_generic_summary,
+};
+use taskctx_store::{RecordStore, StoreResult};
+
+use super::types::{BuildWarning, ContentSelection, SourceKind, WarningKind};
+
+/// The parent walk stops after this many hops (SPEC R6.1.1).
+pub(crate) const MAX_ANCESTOR_HOPS: usize = 20;
+
+/// Every record and children list one build read, in order.
+#[derive(Debug, Default)]
+pub(crate) struct ReadLog {
+    pub(crate) gets: Vec<(TaskId, Option<Arc<TaskRecord>>)>,
+    index: HashMap<TaskId, usize>,
+    pub(crate) children: Vec<(TaskId, Vec<Arc<TaskRecord>>)>,
+    /// `None`: the similarity index was not used; `Some(g)`: used at generation `g`.
+    pub(crate) similarity: Option<Option<u64>>,
+}
+
+impl ReadLog {
+    pub(crate) fn remember(&mut self, id: TaskId, record: Option<Arc<TaskRecord>>) {
+        if !self.index.contains_key(&id) {
+            self.index.insert(id.clone(), self.gets.len());
+            self.gets.push((id, record));
+        }
+    }
+
+    fn known(&self, id: &TaskId) -> Option<Option<Arc<TaskRecord>>> {
+        self.index.get(id).map(|&i| self.gets[i].1.clone())
+    }
+
+    pub(crate) async fn get(
+        &mut self,
+        store: &dyn RecordStore,
+        id: &TaskId,
+    ) -> StoreResult<Option<Arc<TaskRecord>>> {
+        if let Some(known) = self.known(id) {
+            return Ok(known);
+        }
+        let record = store.get(id).await?;
+        self.remember(id.clone(), record.clone());
+        Ok(record)
+    }
+
+    /// The records of `ids`, reading the unknown ones in one batch.
+    pub(crate) async fn get_many(
+        &mut self,
+        store: &dyn RecordStore,
+        ids: &[TaskId],
+    ) -> StoreResult<Vec<Option<Arc<TaskRecord>>>> {
+        let mut missing: Vec<TaskId> = Vec::new();
+        let mut seen: HashSet<&TaskId> = HashSet::new();
+        for id in ids {
+            if !self.index.contains_key(id) && seen.insert(id) {
+                missing.push(id.clone());
+            }
+        }
+        if !missing.is_empty() {
+            let found = store.get_many(&missing).await?;
+            for (id, record) in missing.into_iter().zip(found) {
+                self.remember(id, record);
+            }
+        }
+        Ok(ids.iter().map(|id| self.known(id).flatten()).collect())
+    }
+
+    pub(crate) async fn children(
+        &mut self,
+        store: &dyn RecordStore,
+        parent: &TaskId,
+    ) -> StoreResult<Vec<Arc<TaskRecord>>> {
+        let children = store.children(parent).await?;
+        for child in &children {
+            self.remember(child.task_id.clone(), Some(Arc::clone(child)));
+        }
+        self.children.push((parent.clone(), children.clone()));
+        Ok(children)
+    }
+}
+
+/// Whether two reads saw the same record: the same allocation, or the same revision and content
+/// (revisions alone restart at 1 when a record is deleted and created again).
+pub(crate) fn same_record(a: Option<&Arc<TaskRecord>>, b: Option<&Arc<TaskRecord>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || (a.revision == b.revision && **a == **b),
+        _ => false,
+    }
+}
+
+/// The ancestors of a task, nearest first, and what went wrong on the way.
+pub(crate) struct Ancestry {
+    pub(crate) chain: Vec<Arc<TaskRecord>>,
+    /// The walk reached a record without a parent.
+    pub(crate) reached_root: bool,
+}
+
+/// Walks up from `task` at most `limit` hops, with cycle detection (reference B16).
+pub(crate) async fn ancestors(
+    store: &dyn RecordStore,
+    log: &mut ReadLog,
+    task: &TaskRecord,
+    limit: usize,
+    warnings: &mut Vec<BuildWarning>,
+    redact: &dyn Fn(&str) -> String,
+) -> StoreResult<Ancestry> {
+    let mut chain: Vec<Arc<TaskRecord>> = Vec::new();
+    // A chain is at most 20 long: a vector beats a hash set here.
+    let mut seen: Vec<TaskId> = vec![task.task_id.clone()];
+    let mut next = task.parent_task_id.clone();
+    while let Some(id) = next {
+        if chain.len() == limit {
+            if limit == MAX_ANCESTOR_HOPS {
+                warnings.push(BuildWarning::new(
+                    WarningKind::DepthLimit,
+                    Some(redact(id.as_str())),
+                    format!(
+                        "the parent chain is longer than {MAX_ANCESTOR_HOPS} hops; ancestors above \
+                         `{}` are not read",
+                        redact(chain.last().map_or("", |r| r.task_id.as_str()))
+                    ),
+                ));
+            }
+            return Ok(Ancestry {
+                chain,
+                reached_root: false,
+            });
+        }
+        if seen.contains(&id) {
+            warnings.push(BuildWarning::new(
+                WarningKind::ParentCycle,
+                Some(redact(id.as_str())),
+                format!(
+                    "the parent chain loops back to `{}`; the walk stops there",
+                    redact(id.as_str())
+                ),
+            ));
+            return Ok(Ancestry {
+                chain,
+                reached_root: false,
+            });
+        }
+        match log.get(store, &id).await? {
+            None => {
+                warnings.push(BuildWarning::new(
+                    WarningKind::MissingRecord,
+                    Some(redact(id.as_str())),
+                    format!("ancestor `{}` is not in the store", redact(id.as_str())),
+                ));
+                return Ok(Ancestry {
+                    chain,
+                    reached_root: false,
+                });
+            }
+            Some(record) => {
+                next = record.parent_task_id.clone();
+                seen.push(id);
+                chain.push(record);
+            }
+        }
+    }
+    Ok(Ancestry {
+        chain,
+        reached_root: true,
+    })
+}
+
+/// What an item's content is made from.
+#[derive(Debug, Clone)]
+pub(crate) enum Body {
+    /// A text of a record, prepared (redacted, counted) and memoised per revision.
+    Record {
+        record: Arc<TaskRecord>,
+        primary: Primary,
+    },
+    /// Text from the caller or a fixed note, already redacted.
+    Text {
+        text: String,
+        selection: ContentSelection,
+    },
+}
+
+/// Which text of a record an item shows first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Primary {
+    Output,
+    Summary,
+    Error,
+}
+
+/// One possible item, before the budget.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidate {
+    pub(crate) kind: SourceKind,
+    /// Raw id for records (redacted later with the record), or the final pseudo id.
+    pub(crate) source_id: String,
+    /// For non-record bodies: the label shown as `source_task_goal`.
+    pub(crate) label_goal: Option<String>,
+    /// The default content type when the record has no `output_type_description`.
+    pub(crate) default_label: &'static str,
+    /// A label that wins over the record's own (aggregation statuses).
+    pub(crate) forced_label: Option<String>,
+    pub(crate) status: Option<TaskStatus>,
+    pub(crate) relevance: f64,
+    pub(crate) pinned: bool,
+    /// Gathering order: ties in relevance are broken by it; it is also the order in a section.
+    pub(crate) order: usize,
+    pub(crate) body: Body,
+}
+
+/// The primary text of a DONE record: its output, else its specific summary.
+pub(crate) fn primary_of(record: &TaskRecord) -> Option<Primary> {
+    if record.output_content.as_ref().is_some_and(|v| !v.is_null()) {
+        Some(Primary::Output)
+    } else if record
+        .output_summary
+        .as_deref()
+        .is_some_and(|s| !is_generic_summary(s))
+    {
+        Some(Primary::Summary)
+    } else {
+        None
+    }
+}
+
+/// A candidate for a DONE record.
+pub(crate) fn record_candidate(
+    kind: SourceKind,
+    record: &Arc<TaskRecord>,
+    relevance: f64,
+    pinned: bool,
+    default_label: &'static str,
+    order: usize,
+) -> Option<Candidate> {
+    let primary = primary_of(record)?;
+    Some(Candidate {
+        kind,
+        source_id: record.task_id.as_str().to_string(),
+        label_goal: None,
+        default_label,
+        forced_label: None,
+        status: Some(record.status),
+        relevance,
+        pinned,
+        order,
+        body: Body::Record {
+            record: Arc::clone(record),
+            primary,
+        },
+    })
+}
+
+/// The label of a parent's output: ROMA's `parental_plan_or_outline` for planned parents, judged
+/// by the node type (reference B1: ROMA tested the task type, which is never PLAN).
+pub(crate) fn parent_output_label(parent: &TaskRecord) -> &'static str {
+    if parent.node_type == Some(NodeType::Plan) || parent.status == TaskStatus::PlanDone {
+        "parental_plan_or_outline"
+    } else {
+        "parent_output"
+    }
+}
+
+/// The declared dependencies of `task`, in order: `depends_on_indices` resolved through the
+/// parent's plan, then `dependency_ids`. Invalid entries become warnings, never wrapped indices
+/// (reference B4).
+pub(crate) fn declared_dependencies(
+    task: &TaskRecord,
+    parent: Option<&TaskRecord>,
+    position: Option<usize>,
+    warnings: &mut Vec<BuildWarning>,
+    redact: &dyn Fn(&str) -> String,
+) -> Vec<TaskId> {
+    let mut out: Vec<TaskId> = Vec::new();
+    let me = Some(redact(task.task_id.as_str()));
+    let warn = |warnings: &mut Vec<BuildWarning>, message: String| {
+        warnings.push(BuildWarning::new(
+            WarningKind::InvalidDependency,
+            me.clone(),
+            message,
+        ));
+    };
+    match task.aux_data.get(DEPENDS_ON_INDICES) {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(indices)) if indices.is_empty() => {}
+        Some(Value::Array(indices)) => {
+            let plan = parent.map(|p| p.child_task_ids.as_slice());
+            for raw in indices {
+                let Some(index) = raw.as_i64() else {
+                    warn(
+                        warnings,
+                        format!("dependency index {raw} is not an integer; ignored"),
+                    );
+                    continue;
+                };
+                if index < 0 {
+                    warn(
+                        warnings,
+                        format!("dependency index {index} is negative; ignored (never wrapped)"),
+                    );
+                    continue;
+                }
+                let Some(plan) = plan else {
+                    warn(
+                        warnings,
+                        format!("dependency index {index} cannot be resolved: no parent plan"),
+                    );
+                    continue;
+                };
+                let index = index as usize;
+                let Some(id) = plan.get(index) else {
+                    warn(
+                        warnings,
+                        format!(
+                            "dependency index {index} is out of range: the parent plan has {} \
+                             sub-tasks",
+                            plan.len()
+                        ),
+                    );
+                    continue;
+                };
+                if id == &task.task_id || position == Some(index) {
+                    warn(
+                        warnings,
+                        format!("dependency index {index} refers to the task itself; ignored"),
+                    );
+                    continue;
+                }
+                if position.is_some_and(|p| index > p) {
+                    warn(
+                        warnings,
+                        format!(
+                            "dependency index {index} refers to a later sibling (`{}`); check the \
+                             plan's indices",
+                            redact(id.as_str())
+                        ),
+                    );
+                }
+                if !out.contains(id) {
+                    out.push(id.clone());
+                }
+            }
+        }
+        Some(other) => warn(
+            warnings,
+            format!(
+                "`{DEPENDS_ON_INDICES}` is not a list ({}); ignored",
+                kind_of(other)
+            ),
+        ),
+    }
+    match task.aux_data.get(DEPENDENCY_IDS) {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(ids)) => {
+            for raw in ids {
+                let id = match raw {
+                    Value::String(s) => TaskId::new(s.as_str()),
+                    _ => {
+                        warn(
+                            warnings,
+                            format!("dependency id {} is not a string; ignored", kind_of(raw)),
+                        );
+                        continue;
+                    }
+                };
+                match id {
+                    Ok(id) if id == task.task_id => warn(
+                        warnings,
+                        "dependency id refers to the task itself; ignored".to_string(),
+                    ),
+                    Ok(id) => {
+                        if !out.contains(&id) {
+                            out.push(id);
+                        }
+                    }
+                    Err(e) => warn(
+                        warnings,
+                        format!("dependency id is not valid ({e}); ignored"),
+                    ),
+                }
+            }
+        }
+        Some(other) => warn(
+            warnings,
+            format!(
+                "`{DEPENDENCY_IDS}` is not a list ({}); ignored",
+                kind_of(other)
+            ),
+        ),
+    }
+    out
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+static GOAL_REFERENCE: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"`([^`\s](?:[^`\r\n]{0,254}[^`\s])?)`").ok());
+static ROMA_ID: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"^root(\.\d+)*$").ok());
+
+/// Backticked strings in `goal` that are valid task ids, first occurrences in order
+/// (R6.1.5). Any id spelling is accepted, not only ROMA's `root.1.2`: taskctx ids are free-form.
+pub(crate) fn goal_references(goal: &str) -> Vec<TaskId> {
+    let Some(pattern) = GOAL_REFERENCE.as_ref() else {
+        return Vec::new();
+    };
+    let mut out: Vec<TaskId> = Vec::new();
+    for caps in pattern.captures_iter(goal) {
+        if let Some(m) = caps.get(1) {
+            if let Ok(id) = TaskId::new(m.as_str()) {
+                if !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether `id` has ROMA's id shape (a miss is then worth a warning, not just code in backticks).
+pub(crate) fn looks_like_roma_id(id: &str) -> bool {
+    ROMA_ID.as_ref().is_some_and(|r| r.is_match(id))
+}
+
+/// A future that turns a panic while polling into an error carrying the panic message, so a bug
+/// in a store, strategy or collaborator degrades one context instead of unwinding through the
+/// caller (SPEC R6.7).
+pub(crate) struct CatchUnwind<F> {
+    inner: Pin<Box<F>>,
+}
+
+impl<F> CatchUnwind<F> {
+    pub(crate) fn new(inner: F) -> Self {
+        Self {
+            inner: Box::pin(inner),
+        }
+    }
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.get_mut().inner;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-text payload".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use taskctx_domain::TaskType;
+
+    fn id(s: &str) -> TaskId {
+        TaskId::new(s).unwrap()
+    }
+
+    #[test]
+    fn goal_references_accept_any_valid_id_in_backticks() {
+        let refs = goal_references("Use `root.1.2` and `notes/a b` but not `` or `root.1.2` again");
+        assert_eq!(refs, vec![id("root.1.2"), id("notes/a b")]);
+        assert!(looks_like_roma_id("root.3.1"));
+        assert!(!looks_like_roma_id("cargo build"));
+    }
+
+    #[test]
+    fn dependency_indices_are_validated_not_wrapped() {
+        let mut parent = TaskRecord::new(id("p"), "p", TaskType::Think);
+        parent.child_task_ids = vec![id("p.1"), id("p.2"), id("p.3")];
+        let mut task = TaskRecord::new(id("p.2"), "t", TaskType::Write);
+        task.aux_data.insert(
+            DEPENDS_ON_INDICES.into(),
+            json!([0, -1, 7, 1, 1.5, "0", 2, 0]),
+        );
+        task.aux_data
+            .insert(DEPENDENCY_IDS.into(), json!(["x", "p.2", 3, "p.1"]));
+        let mut warnings = Vec::new();
+        let deps =
+            declared_dependencies(&task, Some(&parent), Some(1), &mut warnings, &|s| s.into());
+        assert_eq!(deps, vec![id("p.1"), id("p.3"), id("x")]);
+        let messages: Vec<&str> = warnings.iter().map(|w| w.message.as_str()).collect();
+        assert!(
+            messages.iter().any(|m| m.contains("-1 is negative")),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m.contains("7 is out of range")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("index 1 refers to the task itself"))
+        );
+        assert!(messages.iter().any(|m| m.contains("1.5 is not an integer")));
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("\"0\" is not an integer"))
+        );
+        assert!(messages.iter().any(|m| m.contains("later sibling")));
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("dependency id refers to the task itself"))
+        );
+        assert!(messages.iter().any(
+            |m| m.contains("a number is not a string") || m.contains("dependency id a number")
+        ));
+    }
+}

@@ -1,0 +1,183 @@
+//! Bounded memo tables: token counts of texts, and anything keyed by value with a weight.
+//!
+//! Eviction is first-in-first-out: simple, O(1), and good enough for the access pattern (the same
+//! records are asked for again while their plan runs, then never). Every table is bounded by
+//! entries and by weight (bytes), so memory never grows with the store.
+
+use std::borrow::Borrow;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use taskctx_domain::TokenCounter;
+
+/// A bounded map with FIFO eviction, shared between threads.
+pub(crate) struct Memo<K, V> {
+    inner: Mutex<MemoInner<K, V>>,
+    max_entries: usize,
+    max_weight: usize,
+}
+
+struct MemoInner<K, V> {
+    map: HashMap<K, (V, usize)>,
+    order: VecDeque<K>,
+    weight: usize,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> Memo<K, V> {
+    pub(crate) fn new(max_entries: usize, max_weight: usize) -> Self {
+        Self {
+            inner: Mutex::new(MemoInner {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                weight: 0,
+            }),
+            max_entries,
+            max_weight,
+        }
+    }
+
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.map.get(key).map(|(v, _)| v.clone())
+    }
+
+    /// Stores `value`; an entry heavier than the whole table is not stored.
+    pub(crate) fn insert(&self, key: K, value: V, weight: usize) {
+        if self.max_entries == 0 || weight > self.max_weight {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        match inner.map.insert(key.clone(), (value, weight)) {
+            Some((_, old)) => inner.weight = inner.weight - old + weight,
+            None => {
+                inner.weight += weight;
+                inner.order.push_back(key);
+            }
+        }
+        while inner.map.len() > self.max_entries || inner.weight > self.max_weight {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some((_, w)) = inner.map.remove(&oldest) {
+                inner.weight -= w;
+            }
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.map.clear();
+        inner.order.clear();
+        inner.weight = 0;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map
+            .len()
+    }
+}
+
+impl<K, V> fmt::Debug for Memo<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memo")
+            .field("max_entries", &self.max_entries)
+            .field("max_weight", &self.max_weight)
+            .finish()
+    }
+}
+
+/// Texts longer than this are counted every time rather than memoised (they would crowd out the
+/// many short framing lines that make repeated builds cheap).
+const MAX_MEMO_TEXT: usize = 64 << 10;
+
+/// A [`TokenCounter`] that remembers the counts of texts it has seen. BPE counting costs tens of
+/// nanoseconds per byte; a repeated build re-counts the same framing lines and final text, so
+/// memoising them is what keeps a warm build within microseconds.
+pub(crate) struct MemoCounter {
+    counter: Arc<dyn TokenCounter>,
+    memo: Memo<Box<str>, usize>,
+}
+
+impl MemoCounter {
+    pub(crate) fn new(counter: Arc<dyn TokenCounter>, max_bytes: usize) -> Self {
+        Self {
+            counter,
+            memo: Memo::new(1 << 16, max_bytes),
+        }
+    }
+}
+
+impl fmt::Debug for MemoCounter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoCounter")
+            .field("counter", &self.counter.name())
+            .finish()
+    }
+}
+
+impl TokenCounter for MemoCounter {
+    fn count(&self, text: &str) -> usize {
+        if text.is_empty() {
+            return 0;
+        }
+        if text.len() > MAX_MEMO_TEXT {
+            return self.counter.count(text);
+        }
+        if let Some(n) = self.memo.get(text) {
+            return n;
+        }
+        let n = self.counter.count(text);
+        self.memo.insert(text.into(), n, text.len() + 32);
+        n
+    }
+
+    fn name(&self) -> &str {
+        self.counter.name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskctx_domain::HeuristicTokenCounter;
+
+    #[test]
+    fn evicts_oldest_first_by_entries_and_weight() {
+        let memo: Memo<u32, u32> = Memo::new(2, 100);
+        memo.insert(1, 10, 1);
+        memo.insert(2, 20, 1);
+        memo.insert(3, 30, 1);
+        assert_eq!(memo.get(&1), None);
+        assert_eq!(memo.get(&2), Some(20));
+        // 1 + 1 + 99 > 100: the oldest (2) goes.
+        memo.insert(4, 40, 99);
+        assert_eq!(memo.get(&2), None);
+        assert_eq!(memo.get(&3), Some(30));
+        assert_eq!(memo.get(&4), Some(40));
+        memo.insert(5, 50, 101);
+        assert_eq!(memo.get(&5), None);
+        assert_eq!(memo.len(), 2);
+        memo.insert(6, 60, 1);
+        memo.clear();
+        assert_eq!(memo.get(&6), None);
+    }
+
+    #[test]
+    fn memo_counter_agrees_with_its_counter() {
+        let counter = MemoCounter::new(Arc::new(HeuristicTokenCounter), 1 << 20);
+        for text in ["", "a b c", "a b c", "hello, world", &"x".repeat(70_000)] {
+            assert_eq!(counter.count(text), HeuristicTokenCounter.count(text));
+        }
+        assert_eq!(counter.name(), "heuristic");
+    }
+}
