@@ -120,12 +120,19 @@ const STOP_WORDS: &[&str] = &[
     "on", "or", "that", "the", "this", "to", "with",
 ];
 
-/// Lower-cased runs of letters and digits, without one-character words and stop words.
+/// Lower-cased runs of letters and digits, without one-character words and stop words, with a
+/// plural `s` removed (`vendors` matches `vendor`; `class` stays): a stemmer in one line.
 fn tokenize(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| w.chars().nth(1).is_some())
         .map(str::to_lowercase)
         .filter(|w| !STOP_WORDS.contains(&w.as_str()))
+        .map(|mut w| {
+            if w.len() > 3 && w.ends_with('s') && !w.ends_with("ss") {
+                w.pop();
+            }
+            w
+        })
 }
 
 /// What a record contributes to the index: its goal and its summary when specific.
