@@ -2015,7 +2015,7 @@ fn note_ignored_inputs(
                 WarningKind::IgnoredInput,
                 None,
                 format!(
-                    "{what} are not used by {} contexts; ignored",
+                    "{what}: not used by {} contexts; ignored",
                     request.context_type
                 ),
             ));
