@@ -91,7 +91,7 @@ pub(crate) fn chat_location(chat: &str) -> String {
     format!("{CHATS_TREE}/{chat:?}")
 }
 
-/// `history/"<id>"/<seq>`: where one history entry lives.
+/// `history/"<id>"/<seq>`: where the history chunk starting at entry `seq` lives.
 pub(crate) fn entry_location(chat: &str, seq: u64) -> String {
     format!("{HISTORY_TREE}/{chat:?}/{seq}")
 }
@@ -101,20 +101,90 @@ pub(crate) fn record_location(id: &str) -> String {
     format!("{RECORDS_TREE}/{id:?}")
 }
 
-/// Encodes one history entry as JSON (the AIECS field names, readable with any sled tool).
-pub(crate) fn encode_update(update: &ContextUpdate) -> StoreResult<Vec<u8>> {
-    serde_json::to_vec(update)
-        .map_err(|e| StoreError::InvalidInput(format!("cannot encode a context update: {e}")))
+/// Version byte that starts every history chunk.
+const CHUNK_VERSION: u8 = 1;
+/// Length of a chunk's header: version, entry count.
+const CHUNK_HEADER_LEN: usize = 1 + 4;
+/// A chunk holds at most this many entries...
+const MAX_CHUNK_ENTRIES: usize = 1024;
+/// ...and, unless one entry alone is larger, at most about this many bytes. Small enough that
+/// sled keeps chunks inline in its pages rather than as separate blob files.
+const MAX_CHUNK_BYTES: usize = 32 * 1024;
+
+/// Encodes consecutive history entries as chunks: `(offset of the chunk's first entry, value)`.
+///
+/// One sled key per entry would make a large append or replace cost one sled insert per entry
+/// (several microseconds each); one key per chunk keeps the cost per byte. A chunk value is
+/// `[version][entry count: u32 BE]` followed by the entries as a JSON array (AIECS field names,
+/// readable with any sled tool). Appends of a few updates make one small chunk each.
+pub(crate) fn encode_chunks(updates: &[ContextUpdate]) -> StoreResult<Vec<(u64, Vec<u8>)>> {
+    let mut chunks = Vec::new();
+    let mut current: Vec<u8> = Vec::new();
+    let mut first = 0usize;
+    let mut count = 0usize;
+    let mut close = |current: &mut Vec<u8>, first: usize, count: usize| {
+        current.push(b']');
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        current[1..CHUNK_HEADER_LEN].copy_from_slice(&count.to_be_bytes());
+        chunks.push((first as u64, std::mem::take(current)));
+    };
+    for (i, update) in updates.iter().enumerate() {
+        let encoded = serde_json::to_vec(update).map_err(|e| {
+            StoreError::InvalidInput(format!("cannot encode a context update: {e}"))
+        })?;
+        if count > 0
+            && (count == MAX_CHUNK_ENTRIES || current.len() + 1 + encoded.len() > MAX_CHUNK_BYTES)
+        {
+            close(&mut current, first, count);
+            count = 0;
+        }
+        if count == 0 {
+            first = i;
+            current.reserve(CHUNK_HEADER_LEN + 2 + encoded.len());
+            current.extend_from_slice(&[CHUNK_VERSION, 0, 0, 0, 0, b'[']);
+        } else {
+            current.push(b',');
+        }
+        current.extend_from_slice(&encoded);
+        count += 1;
+    }
+    if count > 0 {
+        close(&mut current, first, count);
+    }
+    Ok(chunks)
 }
 
-/// Decodes the history entry stored at `chat`/`seq`.
-pub(crate) fn decode_update(chat: &str, seq: u64, bytes: &[u8]) -> StoreResult<ContextUpdate> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        StoreError::corrupt(
-            entry_location(chat, seq),
-            format!("undecodable history entry: {e}"),
-        )
-    })
+/// Decodes the chunk of `chat` whose first entry is `first`; never empty.
+pub(crate) fn decode_chunk(
+    chat: &str,
+    first: u64,
+    bytes: &[u8],
+) -> StoreResult<Vec<ContextUpdate>> {
+    let corrupt = |detail: String| StoreError::corrupt(entry_location(chat, first), detail);
+    let (header, body) = bytes.split_at_checked(CHUNK_HEADER_LEN).ok_or_else(|| {
+        corrupt(format!(
+            "history chunk of {} bytes has no header",
+            bytes.len()
+        ))
+    })?;
+    if header[0] != CHUNK_VERSION {
+        return Err(corrupt(format!(
+            "unknown history chunk version {}",
+            header[0]
+        )));
+    }
+    let mut count = [0u8; 4];
+    count.copy_from_slice(&header[1..]);
+    let count = u32::from_be_bytes(count) as usize;
+    let updates: Vec<ContextUpdate> = serde_json::from_slice(body)
+        .map_err(|e| corrupt(format!("undecodable history entries: {e}")))?;
+    if updates.len() != count || count == 0 {
+        return Err(corrupt(format!(
+            "history chunk says it holds {count} entries but holds {}",
+            updates.len()
+        )));
+    }
+    Ok(updates)
 }
 
 /// Encodes a task record as JSON, revision included.
@@ -188,6 +258,67 @@ mod tests {
             match ChatMeta::decode("a/b", bytes) {
                 Err(StoreError::Corrupt { location, .. }) => {
                     assert_eq!(location, "chats/\"a/b\"");
+                }
+                other => panic!("expected Corrupt, got {other:?}"),
+            }
+        }
+    }
+
+    fn numbered(n: u64, bytes: usize) -> ContextUpdate {
+        ContextUpdate::new(
+            taskctx_domain::UpdateType::MESSAGE,
+            serde_json::json!({"n": n, "pad": "x".repeat(bytes)}),
+        )
+    }
+
+    #[test]
+    fn chunks_split_by_count_and_size_and_round_trip() {
+        // 3000 small entries: split by count.
+        let small: Vec<ContextUpdate> = (0..3000).map(|n| numbered(n, 1)).collect();
+        let chunks = encode_chunks(&small).unwrap();
+        let firsts: Vec<u64> = chunks.iter().map(|(first, _)| *first).collect();
+        assert!(firsts.len() >= 3 && firsts[0] == 0, "{firsts:?}");
+        // Large entries: split by size, and one entry larger than a chunk gets its own.
+        let mut large: Vec<ContextUpdate> = (0..10).map(|n| numbered(n, 10_000)).collect();
+        large.insert(4, numbered(99, 100_000));
+        let large_chunks = encode_chunks(&large).unwrap();
+        assert!(large_chunks.len() >= 4);
+        for (updates, chunks) in [(&small, &chunks), (&large, &large_chunks)] {
+            let mut back = Vec::new();
+            for (first, bytes) in chunks.iter() {
+                assert_eq!(*first as usize, back.len());
+                assert!(
+                    bytes.len() <= MAX_CHUNK_BYTES + 1
+                        || decode_chunk("c", *first, bytes).unwrap().len() == 1
+                );
+                back.extend(decode_chunk("c", *first, bytes).unwrap());
+            }
+            assert_eq!(&back, updates);
+        }
+        assert!(encode_chunks(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn damaged_chunks_are_corrupt_at_their_first_position() {
+        let good = encode_chunks(&[numbered(1, 1), numbered(2, 1)])
+            .unwrap()
+            .remove(0)
+            .1;
+        let mut wrong_count = good.clone();
+        wrong_count[4] = 3;
+        let mut wrong_version = good.clone();
+        wrong_version[0] = 7;
+        let truncated = &good[..good.len() - 1];
+        for bytes in [
+            &b"\x01\x00"[..],
+            &wrong_count,
+            &wrong_version,
+            truncated,
+            &b"\x01\x00\x00\x00\x00[]"[..],
+        ] {
+            match decode_chunk("a/b", 7, bytes) {
+                Err(StoreError::Corrupt { location, .. }) => {
+                    assert_eq!(location, "history/\"a/b\"/7")
                 }
                 other => panic!("expected Corrupt, got {other:?}"),
             }

@@ -5,22 +5,22 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sled::IVec;
-use sled::transaction::Transactional;
+use sled::transaction::{Transactional, TransactionalTree};
 use taskctx_domain::{ChatId, ContextUpdate};
 use taskctx_store::{ChatSummary, HistoryStats, HistoryStore, StoreError, StoreResult};
 
-use crate::codec::{ChatMeta, chat_location, decode_update, encode_update, entry_location};
+use crate::codec::{ChatMeta, chat_location, decode_chunk, encode_chunks, entry_location};
 use crate::error::{TxResult, abort, from_sled, from_transaction};
 use crate::keys::{history_key, history_prefix, history_seq};
 use crate::store::{Inner, blocking};
 
 /// The history port of a [`SledStore`](crate::SledStore).
 ///
-/// Entry `seq` of chat `c` lives in the `history` tree under `encode(c) ++ seq (u64 BE)`; the
-/// `chats` tree holds, under the raw id, how many entries the chat has and its last timestamp.
-/// Both change in one sled transaction, so the entries of a chat are exactly the sequences
-/// `0..entries`, also after a crash. Every write is durable before it returns (group commit).
-/// Cloning gives another handle to the same store.
+/// A chat's entries live in the `history` tree as chunks of consecutive entries, each under
+/// `encode(chat) ++ position of its first entry (u64 BE)`; the `chats` tree holds, under the raw
+/// id, how many entries the chat has and its last timestamp. Both change in one sled transaction,
+/// so a chat's chunks always tile positions `0..entries`, also after a crash. Every write is
+/// durable before it returns (group commit). Cloning gives another handle to the same store.
 #[derive(Debug, Clone)]
 pub struct SledHistoryStore {
     inner: Arc<Inner>,
@@ -33,7 +33,7 @@ impl SledHistoryStore {
 }
 
 /// Reads a chat's metadata inside a transaction; corrupt metadata aborts it.
-fn meta_in(chats: &sled::transaction::TransactionalTree, chat: &str) -> TxResult<Option<ChatMeta>> {
+fn meta_in(chats: &TransactionalTree, chat: &str) -> TxResult<Option<ChatMeta>> {
     match chats.get(chat.as_bytes())? {
         None => Ok(None),
         Some(bytes) => match ChatMeta::decode(chat, &bytes) {
@@ -53,15 +53,28 @@ fn meta(inner: &Inner, chat: &str) -> StoreResult<Option<ChatMeta>> {
         .transpose()
 }
 
-fn encode_all(updates: &[ContextUpdate]) -> StoreResult<Vec<IVec>> {
-    updates
-        .iter()
-        .map(|u| encode_update(u).map(IVec::from))
-        .collect()
+/// Encoded chunks, ready to be inserted repeatedly (a transaction closure may run more than
+/// once, and cloning an `IVec` is a reference count, not a copy).
+fn chunks(updates: &[ContextUpdate]) -> StoreResult<Vec<(u64, IVec)>> {
+    Ok(encode_chunks(updates)?
+        .into_iter()
+        .map(|(offset, bytes)| (offset, IVec::from(bytes)))
+        .collect())
+}
+
+/// Every history key of the chat (one per chunk). The caller holds the chat's write lock, so
+/// none is added or removed until it is done.
+fn chunk_keys(inner: &Inner, chat: &str, prefix: &[u8]) -> StoreResult<Vec<IVec>> {
+    inner
+        .history
+        .scan_prefix(prefix)
+        .keys()
+        .collect::<sled::Result<Vec<_>>>()
+        .map_err(|e| from_sled(&format!("reading the history of chat `{chat}`"), e))
 }
 
 /// Reads entries `from..` of `chat`. The caller holds the chat's read lock, so no `replace` or
-/// `delete` runs meanwhile; appends may, but only add entries past the count read first.
+/// `delete` runs meanwhile; appends may, but only add chunks past the count read first.
 fn load_since(inner: &Inner, chat: &str, from: u64) -> StoreResult<Vec<ContextUpdate>> {
     let Some(meta) = meta(inner, chat)? else {
         return Ok(Vec::new());
@@ -70,33 +83,58 @@ fn load_since(inner: &Inner, chat: &str, from: u64) -> StoreResult<Vec<ContextUp
         return Ok(Vec::new());
     }
     let prefix = history_prefix(chat);
+    let reading = |seq: u64| format!("reading {}", entry_location(chat, seq));
+    // The chunk holding `from` is the last one starting at or before it.
+    let first = inner
+        .history
+        .range(history_key(&prefix, 0)..=history_key(&prefix, from))
+        .next_back()
+        .transpose()
+        .map_err(|e| from_sled(&reading(from), e))?
+        .and_then(|(key, _)| history_seq(&key))
+        .ok_or_else(|| missing(chat, 0, &meta))?;
     let expected = usize::try_from(meta.entries - from).unwrap_or(usize::MAX);
     let mut updates = Vec::with_capacity(expected.min(1 << 16));
-    let mut next = from;
-    let range = history_key(&prefix, from)..history_key(&prefix, meta.entries);
-    for item in inner.history.range(range) {
-        let (key, value) =
-            item.map_err(|e| from_sled(&format!("reading {}", entry_location(chat, next)), e))?;
+    let mut next = first;
+    let end = history_key(&prefix, meta.entries);
+    for item in inner.history.range(history_key(&prefix, first)..end) {
+        let (key, value) = item.map_err(|e| from_sled(&reading(next), e))?;
+        // Chunks tile the positions: each starts where the previous one ended.
         if history_seq(&key) != Some(next) {
-            break;
+            return Err(missing(chat, next, &meta));
         }
-        updates.push(decode_update(chat, next, &value)?);
-        next += 1;
+        let chunk = decode_chunk(chat, next, &value)?;
+        let after = next + chunk.len() as u64;
+        if after > meta.entries {
+            return Err(StoreError::corrupt(
+                entry_location(chat, next),
+                format!(
+                    "the chunk ends at position {after}, past the {} entries {} counts",
+                    meta.entries,
+                    chat_location(chat)
+                ),
+            ));
+        }
+        let skip = usize::try_from(from.saturating_sub(next)).unwrap_or(usize::MAX);
+        updates.extend(chunk.into_iter().skip(skip));
+        next = after;
     }
-    // The chat's keys are exactly `prefix ++ seq` for seqs `0..entries` and the scan is bounded
-    // by the count, so a gap or a short scan can only mean that entries are missing.
     if next != meta.entries {
-        return Err(StoreError::corrupt(
-            entry_location(chat, next),
-            format!(
-                "entry missing: {} says the chat has {} entries, found {}",
-                chat_location(chat),
-                meta.entries,
-                next
-            ),
-        ));
+        return Err(missing(chat, next, &meta));
     }
     Ok(updates)
+}
+
+/// The error for a chat whose entries from `seq` on are not where its metadata says.
+fn missing(chat: &str, seq: u64, meta: &ChatMeta) -> StoreError {
+    StoreError::corrupt(
+        entry_location(chat, seq),
+        format!(
+            "entries missing: {} counts {} entries, but none is stored from position {seq}",
+            chat_location(chat),
+            meta.entries
+        ),
+    )
 }
 
 #[async_trait]
@@ -111,32 +149,37 @@ impl HistoryStore for SledHistoryStore {
             })
             .await;
         }
-        let values = encode_all(updates)?;
+        let chunks = chunks(updates)?;
+        let count = updates.len() as u64;
         let last_timestamp = updates.last().map(|u| u.timestamp);
         blocking(&self.inner, "appending", move |inner| {
             let prefix = history_prefix(&chat);
-            let count = values.len() as u64;
-            // The count and the entries change in one transaction: sequence numbers are
-            // assigned without gaps or duplicates however many tasks append at once.
-            let range = (&inner.chats, &inner.history)
-                .transaction(|(chats, history)| {
-                    let start = meta_in(chats, &chat)?.map_or(0, |m| m.entries);
-                    let Some(end) = start.checked_add(count) else {
-                        return abort(StoreError::InvalidInput(format!(
-                            "chat `{chat}` cannot hold more entries"
-                        )));
-                    };
-                    for (seq, value) in (start..end).zip(&values) {
-                        history.insert(history_key(&prefix, seq), value.clone())?;
-                    }
-                    let meta = ChatMeta {
-                        entries: end,
-                        last_timestamp,
-                    };
-                    chats.insert(chat.as_bytes(), &meta.encode()[..])?;
-                    Ok(start..end)
-                })
-                .map_err(|e| from_transaction(&format!("appending to chat `{chat}`"), e))?;
+            let range = {
+                // Shared: appends run alongside readers, not while a replace or delete of this
+                // chat lists its chunks.
+                let _appending = inner.read_chat(&chat);
+                // The count and the chunks change in one transaction: sequence numbers are
+                // assigned without gaps or duplicates however many tasks append at once.
+                (&inner.chats, &inner.history)
+                    .transaction(|(chats, history)| {
+                        let start = meta_in(chats, &chat)?.map_or(0, |m| m.entries);
+                        let Some(end) = start.checked_add(count) else {
+                            return abort(StoreError::InvalidInput(format!(
+                                "chat `{chat}` cannot hold more entries"
+                            )));
+                        };
+                        for (offset, value) in &chunks {
+                            history.insert(history_key(&prefix, start + offset), value.clone())?;
+                        }
+                        let meta = ChatMeta {
+                            entries: end,
+                            last_timestamp,
+                        };
+                        chats.insert(chat.as_bytes(), &meta.encode()[..])?;
+                        Ok(start..end)
+                    })
+                    .map_err(|e| from_transaction(&format!("appending to chat `{chat}`"), e))?
+            };
             inner.make_durable()?;
             Ok(range)
         })
@@ -158,25 +201,30 @@ impl HistoryStore for SledHistoryStore {
 
     async fn replace(&self, chat: &ChatId, updates: &[ContextUpdate]) -> StoreResult<()> {
         let chat = chat.as_str().to_owned();
-        let values = encode_all(updates)?;
+        let chunks = chunks(updates)?;
+        let count = updates.len() as u64;
         let last_timestamp = updates.last().map(|u| u.timestamp);
         blocking(&self.inner, "replacing a history", move |inner| {
             let prefix = history_prefix(&chat);
-            let count = values.len() as u64;
             {
-                // Readers wait while the history is swapped (see `Inner::chat_locks`); the
-                // transaction makes the swap all-or-nothing across a crash.
+                // Readers and appenders wait while the history is swapped (see
+                // `Inner::chat_locks`); the transaction makes the swap all-or-nothing across a
+                // crash.
                 let _rewriting = inner.rewrite_chat(&chat);
+                let old_keys = chunk_keys(inner, &chat, &prefix)?;
+                let new_keys: Vec<Vec<u8>> = chunks
+                    .iter()
+                    .map(|(offset, _)| history_key(&prefix, *offset))
+                    .collect();
                 (&inner.chats, &inner.history)
                     .transaction(|(chats, history)| {
-                        // Corrupt metadata aborts: without the old count we cannot know which
-                        // entries to remove, and the metadata must not be overwritten blindly.
-                        let old = meta_in(chats, &chat)?.map_or(0, |m| m.entries);
-                        for (seq, value) in (0..count).zip(&values) {
-                            history.insert(history_key(&prefix, seq), value.clone())?;
+                        // Corrupt metadata aborts: it must not be overwritten blindly.
+                        meta_in(chats, &chat)?;
+                        for key in &old_keys {
+                            history.remove(key.clone())?;
                         }
-                        for seq in count..old {
-                            history.remove(history_key(&prefix, seq))?;
+                        for (key, (_, value)) in new_keys.iter().zip(&chunks) {
+                            history.insert(key.as_slice(), value.clone())?;
                         }
                         let meta = ChatMeta {
                             entries: count,
@@ -225,13 +273,14 @@ impl HistoryStore for SledHistoryStore {
             let prefix = history_prefix(&chat);
             let existed = {
                 let _rewriting = inner.rewrite_chat(&chat);
+                let keys = chunk_keys(inner, &chat, &prefix)?;
                 (&inner.chats, &inner.history)
                     .transaction(|(chats, history)| {
-                        let Some(meta) = meta_in(chats, &chat)? else {
+                        if meta_in(chats, &chat)?.is_none() {
                             return Ok(false);
-                        };
-                        for seq in 0..meta.entries {
-                            history.remove(history_key(&prefix, seq))?;
+                        }
+                        for key in &keys {
+                            history.remove(key.clone())?;
                         }
                         chats.remove(chat.as_bytes())?;
                         Ok(true)

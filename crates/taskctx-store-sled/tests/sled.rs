@@ -142,7 +142,13 @@ async fn corrupt_values_are_reported_with_their_location_and_left_alone() {
         let store = open(&path);
         let history = store.history();
         let records = store.records();
-        history.append(&chat("c"), &updates(0..3)).await.unwrap();
+        // Three appends: three chunks, at positions 0, 1 and 2.
+        for n in 0..3 {
+            history
+                .append(&chat("c"), &updates(n..n + 1))
+                .await
+                .unwrap();
+        }
         history.append(&chat("d"), &updates(0..2)).await.unwrap();
         records
             .put(parent_record("p", None, &["r"]), None)
@@ -157,7 +163,7 @@ async fn corrupt_values_are_reported_with_their_location_and_left_alone() {
     {
         let db = raw(&path);
         let history = db.open_tree("history").unwrap();
-        // Keys sort by chat then position: the second key is chat `c`, position 1.
+        // Keys sort by chat then position: the second key is chat `c`'s chunk at position 1.
         entry_key = history.iter().keys().nth(1).unwrap().unwrap();
         history.insert(&entry_key, GARBAGE).unwrap();
         let records = db.open_tree("records").unwrap();
@@ -327,18 +333,11 @@ async fn hostile_and_look_alike_ids_never_share_keys() {
             "children of {parent:?}"
         );
     }
-    let total: u64 = history
-        .list()
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| c.entries)
-        .sum();
     drop((history, records, store));
-    // At the key level: exactly one history key per entry and one index key per child, nothing
-    // left behind by the delete.
+    // At the key level: one history chunk per chat (each was one append) and one index key per
+    // child, nothing left behind by the delete.
     let db = raw(&path);
-    assert_eq!(db.open_tree("history").unwrap().len() as u64, total);
+    assert_eq!(db.open_tree("history").unwrap().len(), chats.len() - 1);
     assert_eq!(db.open_tree("children").unwrap().len(), tasks.len());
 }
 
@@ -533,5 +532,87 @@ async fn a_batch_moves_children_between_parents_in_one_step() {
     assert_eq!(
         ids(records.by_status(TaskStatus::Done).await.unwrap()).len(),
         5
+    );
+}
+
+/// Large appends are stored in several chunks; reads from any position, across chunk
+/// boundaries, return exactly the tail, before and after a reopen.
+#[tokio::test]
+async fn tails_are_exact_across_chunk_boundaries() {
+    let (_dir, path) = store_dir();
+    let c = chat("chunked");
+    let all: Vec<ContextUpdate> = updates(0..3000);
+    {
+        let store = open(&path);
+        let history = store.history();
+        history.append(&c, &all[..2500]).await.unwrap();
+        history.append(&c, &all[2500..2501]).await.unwrap();
+        history.append(&c, &all[2501..]).await.unwrap();
+    }
+    let chunk_starts: Vec<u64> = {
+        let db = raw(&path);
+        db.open_tree("history")
+            .unwrap()
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k.unwrap();
+                u64::from_be_bytes(k[k.len() - 8..].try_into().unwrap())
+            })
+            .collect()
+    };
+    assert!(chunk_starts.len() > 3, "{chunk_starts:?}");
+    assert!(chunk_starts.contains(&2500) && chunk_starts.contains(&2501));
+    let store = open(&path);
+    let history = store.history();
+    assert_eq!(history.load(&c).await.unwrap(), all);
+    let mut probes: Vec<u64> = vec![0, 1, 2999, 3000, 3001, u64::MAX];
+    for start in &chunk_starts {
+        probes.extend([start.saturating_sub(1), *start, start + 1]);
+    }
+    for from in probes {
+        let expected = all
+            .get(usize::try_from(from).unwrap_or(usize::MAX)..)
+            .unwrap_or(&[]);
+        assert_eq!(
+            history.load_since(&c, from).await.unwrap(),
+            expected,
+            "load_since({from})"
+        );
+    }
+}
+
+/// A chunk missing from the middle of a history is reported where the gap starts; nothing is
+/// returned as if the history were shorter.
+#[tokio::test]
+async fn a_missing_chunk_is_corrupt_at_the_gap() {
+    let (_dir, path) = store_dir();
+    {
+        let store = open(&path);
+        for n in 0..4 {
+            store
+                .history()
+                .append(&chat("gap"), &updates(n * 2..n * 2 + 2))
+                .await
+                .unwrap();
+        }
+    }
+    {
+        let db = raw(&path);
+        let history = db.open_tree("history").unwrap();
+        let third = history.iter().keys().nth(2).unwrap().unwrap();
+        history.remove(third).unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(&path);
+    let history = store.history();
+    expect_corrupt(history.load(&chat("gap")).await, "history/\"gap\"/4");
+    expect_corrupt(
+        history.load_since(&chat("gap"), 5).await,
+        "history/\"gap\"/4",
+    );
+    assert_eq!(
+        history.load_since(&chat("gap"), 6).await.unwrap(),
+        updates(6..8)
     );
 }
