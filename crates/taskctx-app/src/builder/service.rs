@@ -584,7 +584,13 @@ impl ContextBuilderService {
         ]
         .iter()
         .any(|s| plan.uses(*s));
-        let limit = if needs_chain {
+        // The objective is inherited from the nearest ancestor that has one: walk the chain when
+        // the task has none of its own.
+        let own_objective = current
+            .overall_objective
+            .as_deref()
+            .is_some_and(|o| !o.trim().is_empty());
+        let limit = if needs_chain || !own_objective {
             MAX_ANCESTOR_HOPS
         } else if needs_parent {
             1
