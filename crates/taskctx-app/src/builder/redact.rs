@@ -18,7 +18,8 @@
 //!
 //! The rules err on the side of removing too much: prose such as "password: must be rotated"
 //! loses the word after the colon. Numbers under keys whose only sensitive name is `token`
-//! (`max_tokens`, `total_tokens`) are kept, since token counts are common and harmless.
+//! (`max_tokens`, `total_tokens`, lists of token ids) are kept, since token counts are common and
+//! harmless.
 
 use std::borrow::Cow;
 use std::fmt::{self, Debug};
@@ -401,7 +402,10 @@ impl Compiled {
                         let key = caps.name("key").map_or("", |m| m.as_str());
                         let value = caps.name("secret").map_or("", |m| m.as_str());
                         let (kind, only_token) = self.key_kind(key)?;
-                        let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+                        // A count, possibly ending a sentence: `tokens: 512.`
+                        let number = value.trim_end_matches(['.', ',']);
+                        let digits =
+                            !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
                         if only_token && self.keep_token_counts && digits {
                             return None;
                         }
@@ -452,7 +456,7 @@ impl Compiled {
                     let new_value = match self.key_kind(key) {
                         Some((kind, only_token)) => match inner {
                             Value::Null | Value::Bool(_) => None,
-                            Value::Number(_) if only_token && self.keep_token_counts => None,
+                            v if only_token && self.keep_token_counts && numeric(v) => None,
                             _ => Some(Value::String(format!("[REDACTED:{kind}]"))),
                         },
                         None => self.redact_value(inner),
@@ -489,6 +493,15 @@ impl Compiled {
     }
 }
 
+/// A number, or a list of numbers (token counts, token ids).
+fn numeric(value: &Value) -> bool {
+    match value {
+        Value::Number(_) => true,
+        Value::Array(items) => items.iter().all(|v| matches!(v, Value::Number(_))),
+        _ => false,
+    }
+}
+
 /// Replaces every match of `regex` in `text`: the `secret` group when `group` is set, else the
 /// whole match, by `[REDACTED:<kind>]`; a `None` kind keeps the match. Values that already are
 /// redaction markers are left alone so the redactor stays idempotent.
@@ -522,8 +535,9 @@ fn replace<'a, 'k>(
         }
     });
     match replaced {
-        Cow::Borrowed(_) => text,
-        Cow::Owned(changed) => Cow::Owned(changed),
+        // A match whose replacement kept it (a token count) changes nothing: stay borrowed.
+        Cow::Owned(changed) if changed != *text => Cow::Owned(changed),
+        _ => text,
     }
 }
 
@@ -549,5 +563,153 @@ impl<T: Redactor + ?Sized> Redactor for Arc<T> {
     }
     fn redact_json<'a>(&self, value: &'a Value) -> Cow<'a, Value> {
         (**self).redact_json(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn r(text: &str) -> String {
+        RuleRedactor::default().redact_text(text).into_owned()
+    }
+
+    #[test]
+    fn the_default_rules_compile() {
+        assert!(Compiled::new(&RedactionRules::default()).is_ok());
+        assert!(DEFAULT_RULES.is_some());
+    }
+
+    #[test]
+    fn clean_text_is_borrowed() {
+        let redactor = RuleRedactor::default();
+        let text = "Compare the cost per kWh of three vendors; tokens: 512.";
+        assert!(matches!(redactor.redact_text(text), Cow::Borrowed(_)));
+        let value = json!({"goal": "x", "max_tokens": 512, "tokens": [1, 2]});
+        assert!(matches!(redactor.redact_json(&value), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn secret_shapes_are_replaced_with_their_kind() {
+        let cases = [
+            (
+                "key sk-abcdefghijklmnopqrstuvwxyz0123 end",
+                "key [REDACTED:api_key] end",
+            ),
+            ("sk-proj-AbCdEfGhIjKlMnOpQrStUvWx123", "[REDACTED:api_key]"),
+            (
+                "id AKIAIOSFODNN7EXAMPLE here",
+                "id [REDACTED:aws_access_key] here",
+            ),
+            (
+                "ghp_0123456789abcdefghijABCDEFGHIJklmnop",
+                "[REDACTED:github_token]",
+            ),
+            (
+                "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuv",
+                "[REDACTED:github_token]",
+            ),
+            ("xoxb-123456789012-abcdefABCDEF", "[REDACTED:slack_token]"),
+            (
+                "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+                "jwt [REDACTED:jwt]",
+            ),
+            (
+                "send Bearer abcdefghijklmnop0123 now",
+                "send Bearer [REDACTED:bearer_token] now",
+            ),
+            (
+                "postgres://admin:hunter2secret@db:5432/app",
+                "postgres://admin:[REDACTED:url_password]@db:5432/app",
+            ),
+            (
+                "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\nafter",
+                "[REDACTED:private_key]\nafter",
+            ),
+            ("password=hunter2!", "password=[REDACTED:password]"),
+            ("DB_PASSWORD: 'p a s s'", "DB_PASSWORD: [REDACTED:password]"),
+            (
+                r#"{"client_secret": "abc\"def", "x": 1}"#,
+                r#"{"client_secret": [REDACTED:secret], "x": 1}"#,
+            ),
+            ("x-api-key: abc123", "x-api-key: [REDACTED:api_key]"),
+            (
+                "Authorization: Basic dXNlcjpwYXNz",
+                "Authorization: [REDACTED:authorization]",
+            ),
+            ("Cookie: a=1; b=2", "Cookie: [REDACTED:cookie]"),
+            (
+                "api_key = Bearer abcdefghijklmnopqrstu",
+                "api_key = [REDACTED:api_key] [REDACTED:bearer_token]",
+            ),
+            (
+                "max_tokens=512 total_tokens: 9",
+                "max_tokens=512 total_tokens: 9",
+            ),
+            ("auth_token=abc", "auth_token=[REDACTED:token]"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(r(input), expected, "input: {input}");
+        }
+    }
+
+    #[test]
+    fn redaction_is_idempotent() {
+        for input in [
+            "password=hunter2 and sk-abcdefghijklmnopqrstuvwxyz0123",
+            "Authorization: Bearer abcdefghijklmnop0123",
+            "x-api-key: abc123",
+        ] {
+            let once = r(input);
+            assert_eq!(r(&once), once);
+        }
+    }
+
+    #[test]
+    fn json_values_under_sensitive_keys_are_replaced_at_any_depth() {
+        let redactor = RuleRedactor::default();
+        let value = json!({
+            "user": "ann",
+            "Password": "hunter2",
+            "nested": [{"AWS_SECRET_ACCESS_KEY": "abc"}, {"credentials": {"user": "u", "pin": 1234}}],
+            "x-api-key": 42,
+            "token_count": 17,
+            "has_password": true,
+            "note": "call with sk-abcdefghijklmnopqrstuvwxyz0123",
+            "sk-abcdefghijklmnopqrstuvwxyz0123": "key as key"
+        });
+        let out = redactor.redact_json(&value).into_owned();
+        assert_eq!(out["user"], "ann");
+        assert_eq!(out["Password"], "[REDACTED:password]");
+        assert_eq!(
+            out["nested"][0]["AWS_SECRET_ACCESS_KEY"],
+            "[REDACTED:secret]"
+        );
+        assert_eq!(out["nested"][1]["credentials"], "[REDACTED:credential]");
+        assert_eq!(out["x-api-key"], "[REDACTED:api_key]");
+        assert_eq!(out["token_count"], 17);
+        assert_eq!(out["has_password"], true);
+        assert_eq!(out["note"], "call with [REDACTED:api_key]");
+        assert!(out.get("[REDACTED:api_key]").is_some());
+    }
+
+    #[test]
+    fn rules_are_configurable() {
+        let redactor = RuleRedactor::new(
+            RedactionRules::empty()
+                .with_key("ssn", "ssn")
+                .with_pattern("ticket", r"\bTKT-\d+\b"),
+        )
+        .unwrap();
+        assert_eq!(
+            redactor.redact_text("password=x TKT-42"),
+            "password=x [REDACTED:ticket]"
+        );
+        assert_eq!(redactor.redact_text("ssn: 123"), "ssn: [REDACTED:ssn]");
+        let err = RuleRedactor::new(RedactionRules::empty().with_pattern("bad", "(")).unwrap_err();
+        assert_eq!(err.kind, "bad");
+        let none = RuleRedactor::new(RedactionRules::empty()).unwrap();
+        assert_eq!(none.redact_text("password=x"), "password=x");
     }
 }

@@ -1,6 +1,7 @@
 //! `ContextBuilderService`: reads the sources a strategy asks for, selects and budgets content,
 //! redacts it, renders the layout, and caches the result until any record it read changes.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -841,6 +842,12 @@ impl ContextBuilderService {
         };
         let mut context = self.assemble(&assembly).await;
         warnings.append(&mut context.warnings);
+        // Messages quote record data (an invalid dependency entry, an id): redact them too.
+        for warning in &mut warnings {
+            if let Cow::Owned(redacted) = self.redactor.redact_text(&warning.message) {
+                warning.message = redacted;
+            }
+        }
         context.warnings = warnings;
         Ok(context)
     }
