@@ -48,6 +48,10 @@ pub(crate) struct TempFile {
 impl TempFile {
     /// Writes `bytes` to a new temp file in `dir` and makes its content durable.
     pub(crate) fn write(dir: &Path, bytes: &[u8]) -> io::Result<Self> {
+        Self::write_with(dir, bytes, true)
+    }
+
+    fn write_with(dir: &Path, bytes: &[u8], sync: bool) -> io::Result<Self> {
         let path = temp_path(dir);
         let mut file = OpenOptions::new()
             .write(true)
@@ -55,7 +59,9 @@ impl TempFile {
             .open(&path)?;
         let temp = Self { path: Some(path) };
         file.write_all(bytes)?;
-        file.sync_data()?;
+        if sync {
+            file.sync_data()?;
+        }
         Ok(temp)
     }
 
@@ -87,6 +93,18 @@ impl Drop for TempFile {
 /// error `target` is untouched and no temp file is left. The caller syncs the parent directory.
 pub(crate) fn replace_file(target: &Path, bytes: &[u8]) -> io::Result<()> {
     TempFile::write(parent_dir(target), bytes)?.persist(target)
+}
+
+/// [`replace_file`] without making the content durable: for writes covered by a durable log that
+/// replays them after a crash, which [`sync_file`] each file before the log is dropped. Syncing
+/// many files after all are written costs far less than syncing each before the next.
+pub(crate) fn replace_file_unsynced(target: &Path, bytes: &[u8]) -> io::Result<()> {
+    TempFile::write_with(parent_dir(target), bytes, false)?.persist(target)
+}
+
+/// Makes a file's content durable.
+pub(crate) fn sync_file(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_data()
 }
 
 /// The directory `path` is in (`.` for a bare file name).

@@ -332,6 +332,15 @@ pub(crate) struct RecordArea {
     state: RwLock<Option<Records>>,
 }
 
+/// What applying operations changed, to be made durable together.
+#[derive(Default)]
+struct Touched {
+    /// Directories whose entries changed.
+    dirs: BTreeSet<PathBuf>,
+    /// Files written without being synced (under the intent log).
+    files: Vec<PathBuf>,
+}
+
 /// How a write failed.
 enum Failure {
     /// Nothing changed, on disk or in memory.
@@ -459,9 +468,9 @@ impl RecordArea {
             StoreError::corrupt(format!("{}:{line}", path.display()), detail)
         })?;
         tracing::info!(path = %path.display(), operations = ops.len(), "re-applying an interrupted batch of task records");
-        let mut dirs = BTreeSet::new();
+        let mut touched = Touched::default();
         for op in &ops {
-            self.apply(op, &mut dirs).map_err(|(path, e)| {
+            self.apply(op, &mut touched, false).map_err(|(path, e)| {
                 io_error(
                     format!("re-applying the batch to task record `{}`", op.id()),
                     &path,
@@ -469,7 +478,7 @@ impl RecordArea {
                 )
             })?;
         }
-        self.finish_batch(&dirs)
+        self.finish_batch(&touched)
             .map_err(|(path, e)| io_error("finishing an interrupted batch", &path, e))
     }
 
@@ -499,15 +508,15 @@ impl RecordArea {
     }
 
     fn commit_one(&self, op: &Op) -> Result<(), Failure> {
-        let mut dirs = BTreeSet::new();
+        let mut touched = Touched::default();
         let action = |op: &Op| match op {
             Op::Put(r) => format!("writing task record `{}`", r.task_id),
             Op::Delete(id) => format!("deleting task record `{id}`"),
         };
         self.ensure_dir().map_err(Failure::Unchanged)?;
-        self.apply(op, &mut dirs)
+        self.apply(op, &mut touched, true)
             .map_err(|(path, e)| Failure::Unchanged(io_error(action(op), &path, e)))?;
-        for dir in &dirs {
+        for dir in &touched.dirs {
             fsutil::sync_dir(dir).map_err(|e| Failure::Visible(io_error(action(op), dir, e)))?;
         }
         if let Op::Delete(id) = op {
@@ -539,18 +548,18 @@ impl RecordArea {
             .iter()
             .map(|op| self.try_read(|r| r.by_id.get(op.id()).cloned()).flatten())
             .collect();
-        let mut dirs = BTreeSet::new();
+        let mut touched = Touched::default();
         for (index, op) in ops.iter().enumerate() {
-            if let Err((path, e)) = self.apply(op, &mut dirs) {
+            if let Err((path, e)) = self.apply(op, &mut touched, false) {
                 let error = io_error(
                     format!("writing a batch of task records, at `{}`", op.id()),
                     &path,
                     e,
                 );
-                return Err(self.roll_back(&ops[..index], &before[..index], &intent, error));
+                return Err(self.roll_back(&ops[..index], &before[..index], error));
             }
         }
-        let finished = self.finish_batch(&dirs);
+        let finished = self.finish_batch(&touched);
         for op in ops {
             if let Op::Delete(id) = op {
                 self.prune(id);
@@ -568,32 +577,34 @@ impl RecordArea {
         &self,
         applied: &[Op],
         before: &[Option<Arc<TaskRecord>>],
-        intent: &Path,
         error: StoreError,
     ) -> Failure {
-        let mut dirs = BTreeSet::new();
+        let mut touched = Touched::default();
         for (op, old) in applied.iter().zip(before) {
             let undo = match old {
                 Some(record) => Op::Put(Arc::clone(record)),
                 None => Op::Delete(op.id().clone()),
             };
-            if self.apply(&undo, &mut dirs).is_err() {
+            if self.apply(&undo, &mut touched, false).is_err() {
                 return Failure::Unknown(error);
             }
         }
-        let withdrawn = dirs
-            .iter()
-            .try_for_each(|dir| fsutil::sync_dir(dir))
-            .and_then(|()| fs::remove_file(intent))
-            .and_then(|()| fsutil::sync_dir(&self.dir));
+        let withdrawn = self.finish_batch(&touched);
         match withdrawn {
             Ok(()) => Failure::Unchanged(error),
             Err(_) => Failure::Unknown(error),
         }
     }
 
-    /// Applies one operation to the files (idempotent), recording the directory to sync.
-    fn apply(&self, op: &Op, dirs: &mut BTreeSet<PathBuf>) -> Result<(), (PathBuf, io::Error)> {
+    /// Applies one operation to the files (idempotent), recording what to sync. `durable` writes
+    /// sync a record's content before renaming it into place; without it (under the intent log,
+    /// which replays the write after a crash) the file is synced later by [`Self::finish_batch`].
+    fn apply(
+        &self,
+        op: &Op,
+        touched: &mut Touched,
+        durable: bool,
+    ) -> Result<(), (PathBuf, io::Error)> {
         let id = op.id();
         let components = names::components(id.as_str(), EXT);
         let path = self.dir.join(components.iter().collect::<PathBuf>());
@@ -603,7 +614,12 @@ impl RecordArea {
                 let bytes = render_record(record).map_err(|e| (path.clone(), e))?;
                 fsutil::ensure_dirs(&self.dir, names::dirs(&components))
                     .map_err(|e| (parent.clone(), e))?;
-                fsutil::replace_file(&path, &bytes).map_err(|e| (path.clone(), e))?;
+                if durable {
+                    fsutil::replace_file(&path, &bytes).map_err(|e| (path.clone(), e))?;
+                } else {
+                    fsutil::replace_file_unsynced(&path, &bytes).map_err(|e| (path.clone(), e))?;
+                    touched.files.push(path);
+                }
             }
             Op::Delete(_) => match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -611,13 +627,16 @@ impl RecordArea {
                 Err(e) => return Err((path, e)),
             },
         }
-        dirs.insert(parent);
+        touched.dirs.insert(parent);
         Ok(())
     }
 
     /// Makes an applied batch durable and removes its intent.
-    fn finish_batch(&self, dirs: &BTreeSet<PathBuf>) -> Result<(), (PathBuf, io::Error)> {
-        for dir in dirs {
+    fn finish_batch(&self, touched: &Touched) -> Result<(), (PathBuf, io::Error)> {
+        for file in &touched.files {
+            fsutil::sync_file(file).map_err(|e| (file.clone(), e))?;
+        }
+        for dir in &touched.dirs {
             fsutil::sync_dir(dir).map_err(|e| (dir.clone(), e))?;
         }
         let intent = self.dir.join(INTENT_FILE);
