@@ -54,9 +54,10 @@ pub(crate) struct Inner {
     pub(crate) chats: sled::Tree,
     pub(crate) records: sled::Tree,
     pub(crate) children: sled::Tree,
-    /// Readers of a chat's history hold one stripe shared, `replace` and `delete` hold it
+    /// Readers and appenders of a chat hold one stripe shared, `replace` and `delete` hold it
     /// exclusively: sled iterators lock per step, not per scan, so without this a `load` racing a
-    /// `replace` could see part of the old and part of the new history.
+    /// `replace` could see part of the old and part of the new history, and an append could add a
+    /// chunk between a `replace` listing the chat's chunks and removing them.
     chat_locks: Box<[RwLock<()>]>,
     /// Record writes hold this shared; `delete_subtree` and `clear`, which read the children
     /// index and then delete what they found, hold it exclusively so nothing moves in between.
@@ -176,7 +177,7 @@ impl Inner {
         &self.chat_locks[(hash as usize) % self.chat_locks.len()]
     }
 
-    /// Held while reading a chat's history.
+    /// Held while reading or appending to a chat's history.
     pub(crate) fn read_chat(&self, chat: &str) -> RwLockReadGuard<'_, ()> {
         // The lock guards no data (sled holds it), so a poisoned lock is still a good lock.
         self.chat_lock(chat)

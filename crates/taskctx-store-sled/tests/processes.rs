@@ -208,6 +208,16 @@ fn answer(stdout: &str) -> Option<&str> {
     })
 }
 
+/// A child that is killed when the test lets go of it, also when the test fails half way.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Everything acknowledged by all children so far.
 #[derive(Default)]
 struct Acknowledged {
@@ -338,8 +348,8 @@ async fn acknowledged_writes_survive_kill_9() {
         } else {
             1 + random_below(200) as usize
         };
-        let mut process = child("crash", &path, cycle).spawn().unwrap();
-        let stdout = process.stdout.take().unwrap();
+        let mut process = KillOnDrop(child("crash", &path, cycle).spawn().unwrap());
+        let stdout = process.0.stdout.take().unwrap();
         let (lines_tx, lines) = mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -362,8 +372,8 @@ async fn acknowledged_writes_survive_kill_9() {
         let pause = if early { 40_000 } else { 3_000 };
         std::thread::sleep(Duration::from_micros(random_below(pause)));
         // SIGKILL on Unix: no destructor, no flush, no goodbye.
-        process.kill().unwrap();
-        process.wait().unwrap();
+        process.0.kill().unwrap();
+        process.0.wait().unwrap();
         // Lines printed before the kill were acknowledged too.
         reader.join().unwrap();
         for line in lines.try_iter() {
