@@ -1229,7 +1229,7 @@ impl ContextBuilderService {
                 warnings,
                 &record,
                 SourceKind::Similar,
-                hit.score.clamp(0.0, 1.0) * RELEVANCE_SIMILAR_SCALE,
+                similar_relevance(hit.score),
                 "similar_task_output",
             );
             if candidates.len() > before {
@@ -2034,6 +2034,12 @@ fn note_ignored_inputs(
             ));
         }
     }
+}
+
+/// Relevance of a similar task: the normalised score × 0.6, rounded to 4 decimals so that
+/// the last bits of a logarithm never change an order or a snapshot between platforms.
+fn similar_relevance(score: f64) -> f64 {
+    (score.clamp(0.0, 1.0) * RELEVANCE_SIMILAR_SCALE * 10_000.0).round() / 10_000.0
 }
 
 /// A rough size in bytes of a JSON value (for memo weights), without serialising it.
