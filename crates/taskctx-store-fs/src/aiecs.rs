@@ -11,10 +11,10 @@
 //! directory, unchanged and without a conversion step: [`read_history_file`] takes the file's
 //! path, the chat id comes from its name, and the entries load with their AIECS field names.
 //!
-//! Import never merges: a chat that already has a history is refused with
+//! Import never merges: a chat that already has updates is refused with
 //! [`AiecsError::ChatExists`] unless [`ImportMode::Replace`] asks for its history to be replaced
-//! (atomically, through [`HistoryStore::replace`]). The existence check and the write are two
-//! store calls, so run imports while nothing else writes the same chat.
+//! (atomically, through [`HistoryStore::replace`]). The check and the write are two store calls,
+//! so run imports while nothing else writes the same chat.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -388,43 +388,52 @@ pub async fn import_file(
     import_updates(store, &chat, &updates, mode).await
 }
 
-/// Stores `updates` as the history of `chat`, following `mode` if the chat already exists. The
-/// history is written with one atomic [`HistoryStore::replace`].
+/// Stores `updates` as the history of `chat`, following `mode` if the chat already has updates.
+/// The history is written with one atomic [`HistoryStore::replace`].
+///
+/// [`ImportMode::Create`] refuses a chat with a history (and reports a chat whose history cannot
+/// be read, rather than overwriting it); a chat without updates is filled. [`ImportMode::Replace`]
+/// replaces whatever is there, an unreadable history included: the caller asked for exactly that.
 pub async fn import_updates(
     store: &dyn HistoryStore,
     chat: &ChatId,
     updates: &[ContextUpdate],
     mode: ImportMode,
 ) -> Result<ImportReport, AiecsError> {
-    let exists = chat_exists(store, chat).await?;
-    if exists && mode == ImportMode::Create {
-        return Err(AiecsError::ChatExists {
-            chat_id: chat.clone(),
-        });
-    }
+    let replaced = match (store.load(chat).await, mode) {
+        (Ok(existing), ImportMode::Create) if !existing.is_empty() => {
+            return Err(AiecsError::ChatExists {
+                chat_id: chat.clone(),
+            });
+        }
+        (Ok(existing), _) => !existing.is_empty(),
+        (Err(StoreError::Corrupt { .. }), ImportMode::Replace) => true,
+        (Err(error), _) => return Err(error.into()),
+    };
     store.replace(chat, updates).await?;
     Ok(ImportReport {
         chat_id: chat.clone(),
         updates: updates.len(),
-        replaced: exists,
+        replaced,
     })
 }
 
 /// Writes `chat`'s history from `store` to `path` in `format`, atomically; returns how many
-/// updates were written. A chat the store does not have is [`StoreError::NotFound`].
+/// updates were written. A chat the store does not have is [`StoreError::NotFound`] (an existing
+/// chat without updates exports as an empty history).
 pub async fn export_file(
     store: &dyn HistoryStore,
     chat: &ChatId,
     path: &Path,
     format: ExportFormat,
 ) -> Result<usize, AiecsError> {
-    if !chat_exists(store, chat).await? {
+    let updates = store.load(chat).await?;
+    if updates.is_empty() && !store.list().await?.iter().any(|c| &c.chat_id == chat) {
         return Err(StoreError::NotFound {
             what: format!("chat `{chat}`"),
         }
         .into());
     }
-    let updates = store.load(chat).await?;
     let contents = format.render(&updates);
     let target = path.to_path_buf();
     let written =
@@ -449,10 +458,6 @@ pub async fn export_to_dir(
     let path = dir.join(file_name(chat)?);
     export_file(store, chat, &path, ExportFormat::Aiecs).await?;
     Ok(path)
-}
-
-async fn chat_exists(store: &dyn HistoryStore, chat: &ChatId) -> Result<bool, StoreError> {
-    Ok(store.list().await?.iter().any(|c| &c.chat_id == chat))
 }
 
 fn message(error: &serde_json::Error) -> String {

@@ -430,3 +430,43 @@ async fn the_original_aiecs_task_context_loads_an_export_and_we_read_its_files()
     };
     assert_eq!(timestamps(&ours), timestamps(&original));
 }
+
+#[tokio::test]
+async fn import_never_overwrites_an_unreadable_history_unless_asked_to_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(dir.path().join("store")).await.unwrap();
+    let history = store.history();
+    let golden = chat("golden");
+    let path = store.history_path(&golden);
+    fs::write(&path, "not json\n").unwrap();
+    match aiecs::import_file(&history, &golden_path(), ImportMode::Create).await {
+        Err(AiecsError::Store(StoreError::Corrupt { location, .. })) => {
+            assert_eq!(location, format!("{}:1", path.display()));
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(fs::read_to_string(&path).unwrap(), "not json\n");
+    let report = aiecs::import_file(&history, &golden_path(), ImportMode::Replace)
+        .await
+        .unwrap();
+    assert!(report.replaced);
+    assert_eq!(history.load(&golden).await.unwrap(), golden_history());
+
+    // An existing chat without updates is filled, not refused.
+    let empty = chat("golden-empty");
+    history.replace(&empty, &[]).await.unwrap();
+    let report = aiecs::import_updates(&history, &empty, &golden_history(), ImportMode::Create)
+        .await
+        .unwrap();
+    assert!(!report.replaced);
+    // And exports as an empty history while it is empty.
+    history.replace(&empty, &[]).await.unwrap();
+    let out = dir.path().join("empty.json");
+    assert_eq!(
+        aiecs::export_file(&history, &empty, &out, ExportFormat::Aiecs)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(fs::read_to_string(&out).unwrap(), "[]");
+}
