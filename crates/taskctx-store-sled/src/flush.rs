@@ -72,6 +72,8 @@ struct State {
     running: bool,
     /// Why flush `completed` failed, if it did.
     failure: Option<Failure>,
+    /// Writers waiting for a flush to finish (they have chosen their target already).
+    waiting: usize,
 }
 
 /// The flush coordinator of one store.
@@ -136,10 +138,12 @@ impl GroupCommit {
                 self.finished.notify_all();
                 continue;
             }
+            state.waiting += 1;
             state = self
                 .finished
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.waiting -= 1;
         }
     }
 
@@ -208,12 +212,10 @@ mod tests {
     use std::thread;
     use std::time::Duration;
 
-    /// Waits until `n` threads are parked in `sync` behind a running flush.
-    fn wait_for(commit: &GroupCommit, writes: u64) {
-        for _ in 0..1000 {
-            if commit.writes.load(Ordering::Relaxed) >= writes {
-                // Give the last arrival time to read `started` and park.
-                thread::sleep(Duration::from_millis(20));
+    /// Waits until `n` writers are parked in `sync` (each has chosen its target flush).
+    fn wait_for(commit: &GroupCommit, n: usize) {
+        for _ in 0..5000 {
+            if commit.lock().waiting >= n {
                 return;
             }
             thread::sleep(Duration::from_millis(2));
@@ -254,7 +256,7 @@ mod tests {
                 })
             })
             .collect();
-        wait_for(&commit, 5);
+        wait_for(&commit, 4);
         assert!(
             count_rx.try_recv().is_err(),
             "nobody may flush while one runs"
