@@ -418,3 +418,45 @@ async fn concurrent_appends_to_one_chat_keep_every_writers_updates_in_order() {
         all
     );
 }
+
+#[tokio::test]
+async fn failed_writes_report_the_chat_and_file_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let history = store.history();
+    history.append(&chat("kept"), &updates(0..2)).await.unwrap();
+    // Make the history directory unusable: a file where the directory was.
+    let history_dir = dir.path().join("history");
+    let aside = dir.path().join("history-aside");
+    fs::rename(&history_dir, &aside).unwrap();
+    fs::write(&history_dir, b"in the way").unwrap();
+    match history.append(&chat("new"), &updates(0..1)).await {
+        Err(error @ StoreError::Io { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("chat `new`"), "{message}");
+            assert!(message.contains("history"), "{message}");
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+    assert!(matches!(
+        history.append(&chat("kept"), &updates(2..3)).await,
+        Err(StoreError::Io { .. })
+    ));
+    assert!(matches!(
+        history.replace(&chat("kept"), &updates(5..6)).await,
+        Err(StoreError::Io { .. })
+    ));
+    fs::remove_file(&history_dir).unwrap();
+    fs::rename(&aside, &history_dir).unwrap();
+    // Nothing changed, and the store works again without being reopened.
+    assert!(history.load(&chat("new")).await.unwrap().is_empty());
+    assert_eq!(history.load(&chat("kept")).await.unwrap(), updates(0..2));
+    assert_eq!(
+        history.append(&chat("kept"), &updates(2..3)).await.unwrap(),
+        2..3
+    );
+    assert_eq!(
+        history.append(&chat("new"), &updates(0..1)).await.unwrap(),
+        0..1
+    );
+}

@@ -345,3 +345,43 @@ async fn leftover_temp_files_are_removed_and_foreign_files_ignored() {
     assert!(!records_dir.join(".taskctx-tmp-9-9").exists());
     assert!(records_dir.join("notes.txt").exists());
 }
+
+#[tokio::test]
+async fn failed_writes_report_the_record_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let records = store.records();
+    records.put(record("a", None), None).await.unwrap();
+    let records_dir = dir.path().join("records");
+    let aside = dir.path().join("records-aside");
+    fs::rename(&records_dir, &aside).unwrap();
+    fs::write(&records_dir, b"in the way").unwrap();
+    match records.put(record("a", None), Some(1)).await {
+        Err(error @ StoreError::Io { .. }) => {
+            assert!(error.to_string().contains("records"), "{error}");
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+    let batch = vec![
+        PutRecord::upsert(record("b", None)),
+        PutRecord::upsert(record("c", None)),
+    ];
+    assert!(matches!(
+        records.put_many(batch.clone()).await,
+        Err(StoreError::Io { .. })
+    ));
+    assert!(matches!(
+        records.delete(&task("a")).await,
+        Err(StoreError::Io { .. })
+    ));
+    assert_eq!(records.get(&task("a")).await.unwrap().unwrap().revision, 1);
+    assert!(records.get(&task("b")).await.unwrap().is_none());
+    fs::remove_file(&records_dir).unwrap();
+    fs::rename(&aside, &records_dir).unwrap();
+    assert_eq!(records.put_many(batch).await.unwrap(), vec![1, 1]);
+    assert_eq!(records.put(record("a", None), Some(1)).await.unwrap(), 2);
+    drop(records);
+    drop(store);
+    let records = self::store(dir.path()).records();
+    assert_eq!(records.stats().await.unwrap().total, 3);
+}

@@ -334,6 +334,14 @@ impl HistoryArea {
                 state = slot.wait(state);
                 continue;
             }
+            if !state.queue.iter().any(|b| b.ticket == ticket) {
+                // Only a leader that died half-way (a panic on the blocking pool) can lose a
+                // batch; fail this call rather than wait for an answer that will never come.
+                return Err(StoreError::Backend {
+                    detail: format!("an append to chat `{chat}` was lost by a failed writer"),
+                    retryable: true,
+                });
+            }
             state.busy = true;
             let group = std::mem::take(&mut state.queue);
             let disk = state.disk;
