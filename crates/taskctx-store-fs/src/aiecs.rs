@@ -656,6 +656,28 @@ mod tests {
     }
 
     #[test]
+    fn no_input_makes_the_parser_panic_and_every_float_round_trips() {
+        let valid = render_aiecs(&taskctx_testkit::fixtures::updates(0..3));
+        for input in crate::testing::inputs(5, 20_000, &[valid.as_bytes(), b"[]"]) {
+            if let Ok(updates) = parse_history(&input) {
+                assert_eq!(
+                    parse_history(render_aiecs(&updates).as_bytes()),
+                    Ok(updates)
+                );
+            }
+        }
+        let mut rng = crate::testing::Rng::new(9);
+        for _ in 0..20_000 {
+            let value = f64::from_bits(rng.next());
+            if !value.is_finite() {
+                continue;
+            }
+            let text = float(value);
+            assert_eq!(text.parse::<f64>().ok(), Some(value), "{text}");
+        }
+    }
+
+    #[test]
     fn file_names_give_chat_ids_and_back() {
         assert_eq!(
             chat_id_from_file_name("context_history_abc.json").unwrap(),

@@ -7,6 +7,8 @@ mod lock;
 mod names;
 mod records;
 mod store;
+#[cfg(test)]
+mod testing;
 
 pub use history::FsHistoryStore;
 pub use lock::LOCK_FILE;

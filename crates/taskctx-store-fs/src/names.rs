@@ -247,6 +247,32 @@ mod tests {
     }
 
     #[test]
+    fn random_names_never_panic_and_what_decodes_re_encodes_to_itself() {
+        let valid: &[&[u8]] = &[b"a.json", b"^root.1.json", b"%c3%a9.json", b"%2e..json"];
+        for input in crate::testing::inputs(11, 20_000, valid) {
+            let Ok(name) = String::from_utf8(input) else {
+                continue;
+            };
+            if let Some(id) = decode(&[], &name, "json") {
+                assert_eq!(components(&id, "json"), vec![name.clone()]);
+            }
+            if let Some(id) = decode(&["x~"], &name, "json") {
+                assert_eq!(components(&id, "json").len(), 2, "{id:?}");
+            }
+        }
+        let mut rng = crate::testing::Rng::new(3);
+        for _ in 0..2_000 {
+            let len = 1 + rng.below(300);
+            let id: String = (0..len)
+                .map(|_| char::from_u32(rng.below(0x1_0000) as u32).unwrap_or('x'))
+                .collect();
+            let components = components(&id, "jsonl");
+            assert!(components.iter().all(|c| c.len() <= 255));
+            assert_eq!(decode_components(&components, "jsonl"), Some(id));
+        }
+    }
+
+    #[test]
     fn long_ids_split_into_continuation_directories() {
         let id = "é".repeat(128); // 256 bytes, 768 encoded
         let components = components(&id, "jsonl");

@@ -332,6 +332,23 @@ mod tests {
     }
 
     #[test]
+    fn no_input_makes_the_decoders_panic() {
+        let valid = lines(&updates(0..3));
+        let awkward = lines(&awkward_updates()[..4]);
+        for input in crate::testing::inputs(7, 20_000, &[&valid, &awkward]) {
+            let scanned = scan(&input);
+            let parsed = parse(&input, 1, 0);
+            if let (Ok(info), Ok(updates)) = (&scanned, &parsed) {
+                // When every line parses and nothing is torn, scan and parse agree.
+                if info.valid_len == input.len() as u64 {
+                    assert_eq!(info.entries, updates.len() as u64);
+                }
+            }
+            let _ = offset_of_line(&input, 2);
+        }
+    }
+
+    #[test]
     fn offsets_of_lines() {
         let bytes = b"a\nbb\nccc\n";
         assert_eq!(offset_of_line(bytes, 0), Some(0));

@@ -153,6 +153,16 @@ mod tests {
     }
 
     #[test]
+    fn no_input_makes_the_parser_panic() {
+        let mut record = full_record("a");
+        record.revision = 1;
+        let valid = render(&[Op::Put(Arc::new(record)), Op::Delete(task("b"))]).unwrap();
+        for input in crate::testing::inputs(13, 5_000, &[&valid]) {
+            let _ = parse(&input);
+        }
+    }
+
+    #[test]
     fn short_long_and_garbled_files_are_errors_with_a_line() {
         let ops = vec![Op::Delete(task("a")), Op::Delete(task("b"))];
         let bytes = render(&ops).unwrap();
