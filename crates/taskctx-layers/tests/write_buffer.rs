@@ -254,13 +254,16 @@ async fn a_layer_only_replaced_records_had_leaves_the_stats() {
     assert_eq!(stats.total, 2);
 }
 
+/// One `put_many` as the store saw it: ids with their expected revisions.
+type Batch = Vec<(String, Option<u64>)>;
+
 /// A memory store that records the batches it is asked to write, and can be told to fail them
 /// (`fail`) or to write one and report a failure anyway (`lose_ack`, as when a flush is
 /// interrupted after the store wrote).
 #[derive(Debug, Default)]
 struct Probe {
     inner: MemoryRecordStore,
-    batches: Mutex<Vec<Vec<(String, Option<u64>)>>>,
+    batches: Mutex<Vec<Batch>>,
     fail: AtomicBool,
     lose_ack: AtomicBool,
     put_many_calls: AtomicUsize,

@@ -75,8 +75,8 @@ struct Counters {
 /// # Consistency
 ///
 /// Reads through the cache see every write made through it once that write has returned
-/// (read-your-writes), also under concurrent use: see [`publish`](Self::publish) for how a
-/// reader racing a writer is kept from caching what it read before the write. Writes made
+/// (read-your-writes), also under concurrent use: a reader racing a writer never caches what
+/// it read before the write (write epochs, see the crate docs). Writes made
 /// *around* the cache (another process, or code writing to the inner store directly) are seen
 /// once the entries they touch expire (`ttl`) or are evicted, or after
 /// [`invalidate_all`](Self::invalidate_all).
