@@ -77,6 +77,15 @@ async fn flushes_when_the_oldest_put_reaches_max_age() {
 }
 
 #[tokio::test]
+async fn a_huge_max_age_never_fires() {
+    let (memory, buffer) = buffered(100, Some(Duration::MAX));
+    buffer.put(record("a", None), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(stored(&memory, "a").await.is_none());
+    assert_eq!(buffer.shutdown().await.unwrap(), 1);
+}
+
+#[tokio::test]
 async fn flushes_on_demand() {
     let (memory, buffer) = buffered(100, None);
     buffer.put(record("a", None), None).await.unwrap();

@@ -358,10 +358,11 @@ async fn age_flusher<S: RecordStore>(
             }
             state.oldest
         };
-        match oldest {
+        // A deadline past what an `Instant` can hold (a huge `max_age`) never comes.
+        match oldest.and_then(|since| since.checked_add(max_age)) {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
             // `Notify` keeps a wake-up sent before this wait starts, so none is lost.
             None => wake.notified().await,
-            Some(since) => tokio::time::sleep_until(since + max_age).await,
         }
         let Some(strong) = shared.upgrade() else {
             return;
