@@ -262,7 +262,11 @@ struct RawTaskRecord {
     node_type: Option<NodeType>,
     input_params: Option<Map<String, Value>>,
     input_params_dict: Option<Map<String, Value>>,
+    // `null` must read back as `Some(Null)`, not `None`, or a record would change across a round
+    // trip; absence is `None`.
+    #[serde(default, deserialize_with = "present")]
     output_content: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     result: Option<Value>,
     output_type_description: Option<String>,
     output_summary: Option<String>,
@@ -306,7 +310,7 @@ impl From<RawTaskRecord> for TaskRecord {
                 .input_params
                 .or(raw.input_params_dict)
                 .unwrap_or_default(),
-            output_content: raw.output_content.or(raw.result),
+            output_content: prefer_non_null(raw.output_content, raw.result),
             output_type_description: raw.output_type_description,
             output_summary: raw.output_summary,
             status: raw.status,
@@ -329,10 +333,44 @@ impl From<RawTaskRecord> for TaskRecord {
     }
 }
 
+/// Any present value, `null` included, as `Some`.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
+/// The first of a name and its alias that carries a value; ROMA may write `output_content: null`
+/// beside a real `result`.
+fn prefer_non_null(primary: Option<Value>, alias: Option<Value>) -> Option<Value> {
+    match (primary, alias) {
+        (Some(Value::Null), Some(alias)) => Some(alias),
+        (Some(primary), _) => Some(primary),
+        (None, alias) => alias,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_null_output_survives_a_round_trip_and_an_alias_fills_a_null() {
+        let mut record = TaskRecord::new(TaskId::new("n").unwrap(), "g", TaskType::Think);
+        record.output_content = Some(Value::Null);
+        let back: TaskRecord =
+            serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+        assert_eq!(back.output_content, Some(Value::Null));
+        record.output_content = None;
+        let back: TaskRecord =
+            serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+        assert_eq!(back.output_content, None);
+        let roma: TaskRecord = serde_json::from_value(json!({
+            "task_id": "r", "goal": "g", "task_type": "WRITE", "status": "DONE",
+            "output_content": null, "result": "the text"
+        }))
+        .unwrap();
+        assert_eq!(roma.output_content, Some(json!("the text")));
+    }
 
     #[test]
     fn enums_parse_case_insensitively_and_reject_unknown_values() {

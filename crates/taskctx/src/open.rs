@@ -93,16 +93,9 @@ pub async fn open_url(url: StoreUrl) -> Result<Stores, OpenError> {
 
 #[cfg(feature = "sled")]
 async fn open_sled(path: std::path::PathBuf, url: StoreUrl) -> Result<Stores, OpenError> {
-    // Opening sled reads and may recover its log: blocking work, off the runtime threads.
-    let opened = tokio::task::spawn_blocking(move || taskctx_store_sled::SledStore::open(path))
+    // `open_async` runs sled's blocking open (and crash recovery) off the runtime threads.
+    let opened = taskctx_store_sled::SledStore::open_async(path)
         .await
-        .map_err(|e| OpenError::Store {
-            url: url.to_string(),
-            source: StoreError::Backend {
-                detail: format!("the task opening the store failed: {e}"),
-                retryable: false,
-            },
-        })?
         .map_err(|source| OpenError::Store {
             url: url.to_string(),
             source,

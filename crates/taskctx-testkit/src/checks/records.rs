@@ -51,6 +51,18 @@ pub async fn records_round_trip_every_field(h: &dyn Harness) -> CheckResult {
         .await
         .expect("record");
     assert_eq!(*read, written);
+    // An explicit JSON null output is a value, distinct from no output at all.
+    for (id, output) in [
+        ("null-output", Some(serde_json::Value::Null)),
+        ("no-output", None),
+    ] {
+        let mut written = record(id, None);
+        written.output_content = output;
+        must("put", s.records.put(written.clone(), None)).await;
+        written.revision = 1;
+        let read = must("get", s.records.get(&task(id))).await.expect("record");
+        assert_eq!(*read, written, "{id}");
+    }
     Ok(())
 }
 
