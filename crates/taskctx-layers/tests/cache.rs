@@ -287,6 +287,7 @@ async fn children_lists_are_never_stale_after_writes_through_the_cache() {
 enum Pause {
     Get,
     Children,
+    Put,
 }
 
 /// A memory store that, when armed, pauses one read after reading: it tells `read_done`, then
@@ -324,7 +325,9 @@ impl Pausing {
 #[async_trait]
 impl RecordStore for Pausing {
     async fn put(&self, record: TaskRecord, expected: Option<u64>) -> StoreResult<u64> {
-        self.inner.put(record, expected).await
+        let written = self.inner.put(record, expected).await;
+        self.maybe_pause(Pause::Put).await;
+        written
     }
     async fn put_many(&self, batch: Vec<PutRecord>) -> StoreResult<Vec<u64>> {
         self.inner.put_many(batch).await
@@ -419,6 +422,26 @@ async fn a_children_read_overtaken_by_a_write_does_not_cache_the_old_list() {
     for _ in 0..2 {
         assert_eq!(store.children(&task("p")).await.unwrap().len(), 2);
     }
+}
+
+#[tokio::test]
+async fn a_write_cancelled_after_the_store_wrote_still_invalidates() {
+    let pausing = Arc::new(Pausing::default());
+    let store = CachedRecordStore::new(Arc::clone(&pausing), CacheConfig::default().with_ttl(None));
+    store.put(record("x", Some("p")), None).await.unwrap();
+    assert_eq!(store.get(&task("x")).await.unwrap().unwrap().revision, 1);
+    assert_eq!(store.children(&task("p")).await.unwrap().len(), 1);
+
+    // The inner store writes, then the caller gives up before the put returns.
+    pausing.arm(Pause::Put);
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(20),
+        store.put(record("x", Some("q")), None),
+    );
+    assert!(cancelled.await.is_err());
+    assert_eq!(store.get(&task("x")).await.unwrap().unwrap().revision, 2);
+    assert!(store.children(&task("p")).await.unwrap().is_empty());
+    assert_eq!(store.children(&task("q")).await.unwrap().len(), 1);
 }
 
 /// A tiny deterministic generator, so the concurrency test needs no extra crate.

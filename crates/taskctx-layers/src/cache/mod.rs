@@ -234,17 +234,25 @@ impl<S: RecordStore> CachedRecordStore<S> {
     /// Invalidates what a write of record `id` can change: the record, its own children list
     /// (its plan may have changed; when deleted its children fall back to id order), and the
     /// children lists of the parents it had and has.
-    fn invalidate_written(&self, written: &[(&TaskId, Option<&TaskId>, Option<&TaskId>)]) {
-        self.invalidate(written.iter().flat_map(|(id, old, new)| {
+    fn invalidate_written(&self, written: &[Written]) {
+        self.invalidate(written.iter().flat_map(|w| {
             [
-                Some(KeyRef::record(id)),
-                Some(KeyRef::children(id)),
-                old.map(KeyRef::children),
-                new.map(KeyRef::children),
+                Some(KeyRef::record(&w.id)),
+                Some(KeyRef::children(&w.id)),
+                w.old_parent.as_ref().map(KeyRef::children),
+                w.new_parent.as_ref().map(KeyRef::children),
             ]
             .into_iter()
             .flatten()
         }));
+    }
+
+    /// A guard that invalidates for `written` (`None`: everything) when dropped.
+    fn invalidate_on_drop(&self, written: Option<Vec<Written>>) -> InvalidateOnDrop<'_, S> {
+        InvalidateOnDrop {
+            store: self,
+            written,
+        }
     }
 
     /// Locks the writer stripes of `ids`, in stripe order so that batches cannot deadlock.
@@ -292,6 +300,30 @@ impl<S: RecordStore> CachedRecordStore<S> {
             }
         }
         Ok(parents.into_iter().map(Option::flatten).collect())
+    }
+}
+
+/// One record a write touches, with the parent it had and the one it gets.
+struct Written {
+    id: TaskId,
+    old_parent: Option<TaskId>,
+    new_parent: Option<TaskId>,
+}
+
+/// Invalidates when dropped: after the write returns, and also when the caller cancels the
+/// write (drops its future) while the inner store may already have written. Declared after the
+/// writer locks, so it runs before they are released.
+struct InvalidateOnDrop<'a, S: RecordStore> {
+    store: &'a CachedRecordStore<S>,
+    written: Option<Vec<Written>>,
+}
+
+impl<S: RecordStore> Drop for InvalidateOnDrop<'_, S> {
+    fn drop(&mut self) {
+        match &self.written {
+            Some(written) => self.store.invalidate_written(written),
+            None => self.store.invalidate_all(),
+        }
     }
 }
 
@@ -349,10 +381,13 @@ impl<S: RecordStore> RecordStore for CachedRecordStore<S> {
             .into_iter()
             .next()
             .flatten();
-        let result = self.inner.put(record, expected_revision).await;
         // Also after a failure: it should have changed nothing, but dropping entries is safe.
-        self.invalidate_written(&[(&id, old_parent.as_ref(), new_parent.as_ref())]);
-        result
+        let _invalidate = self.invalidate_on_drop(Some(vec![Written {
+            id,
+            old_parent,
+            new_parent,
+        }]));
+        self.inner.put(record, expected_revision).await
     }
 
     /// Invalidate on write: as `put`, for every record of the batch.
@@ -364,14 +399,18 @@ impl<S: RecordStore> RecordStore for CachedRecordStore<S> {
         let ids: Vec<&TaskId> = written.iter().map(|(id, _)| id).collect();
         let _writers = self.lock_writers(ids.iter().copied()).await;
         let old_parents = self.current_parents(&ids).await?;
-        let result = self.inner.put_many(batch).await;
-        let invalidated: Vec<_> = written
-            .iter()
-            .zip(&old_parents)
-            .map(|((id, new), old)| (id, old.as_ref(), new.as_ref()))
-            .collect();
-        self.invalidate_written(&invalidated);
-        result
+        let _invalidate = self.invalidate_on_drop(Some(
+            written
+                .iter()
+                .zip(old_parents)
+                .map(|((id, new_parent), old_parent)| Written {
+                    id: id.clone(),
+                    old_parent,
+                    new_parent: new_parent.clone(),
+                })
+                .collect(),
+        ));
+        self.inner.put_many(batch).await
     }
 
     /// Cache on read: the cached record or absence, else the inner store's answer, then cached.
@@ -467,23 +506,24 @@ impl<S: RecordStore> RecordStore for CachedRecordStore<S> {
             .into_iter()
             .next()
             .flatten();
-        let result = self.inner.delete(id).await;
-        self.invalidate_written(&[(id, old_parent.as_ref(), None)]);
-        result
+        let _invalidate = self.invalidate_on_drop(Some(vec![Written {
+            id: id.clone(),
+            old_parent,
+            new_parent: None,
+        }]));
+        self.inner.delete(id).await
     }
 
     /// Invalidate on write: deletes, then drops every entry (the subtree is not known here).
     async fn delete_subtree(&self, id: &TaskId) -> StoreResult<u64> {
-        let result = self.inner.delete_subtree(id).await;
-        self.invalidate_all();
-        result
+        let _invalidate = self.invalidate_on_drop(None);
+        self.inner.delete_subtree(id).await
     }
 
     /// Invalidate on write: clears the inner store, then every entry.
     async fn clear(&self) -> StoreResult<()> {
-        let result = self.inner.clear().await;
-        self.invalidate_all();
-        result
+        let _invalidate = self.invalidate_on_drop(None);
+        self.inner.clear().await
     }
 
     /// Pass through, uncached.
