@@ -1,6 +1,8 @@
 //! The command line, as clap sees it.
 
-use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// taskctx: task context for AI-agent systems — histories, task records, context building.
 #[derive(Debug, Parser)]
@@ -70,6 +72,35 @@ pub(crate) enum HistoryCommand {
         /// The chat id.
         chat: String,
     },
+    /// Import AIECS `context_history_{chat}.json` files (or every such file in a directory).
+    Import {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Replace chats that already have a history (by default they are refused, never merged).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Export a chat's history.
+    Export {
+        /// The chat id.
+        chat: String,
+        /// `aiecs`: the JSON array AIECS's TaskContext loads; `jsonl`: one update per line.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Write to this file (atomically) instead of stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Formats `history export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ExportFormat {
+    /// The AIECS `context_history_{chat}.json` format.
+    Aiecs,
+    /// One JSON object per line.
+    Jsonl,
 }
 
 #[derive(Debug, Args)]

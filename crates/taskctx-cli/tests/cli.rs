@@ -260,3 +260,91 @@ fn stats_and_health_report_the_store() {
     let report: Value = serde_json::from_str(&stdout(&health)).unwrap();
     assert_eq!(report["healthy"], true);
 }
+
+#[test]
+fn aiecs_files_import_from_a_directory_and_export_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sled_url(dir.path());
+    let aiecs_dir = dir.path().join("aiecs-tasks");
+    std::fs::create_dir(&aiecs_dir).unwrap();
+    let history = r#"[
+  {
+    "timestamp": 1700000000.5,
+    "update_type": "message",
+    "data": "h\u00e9llo",
+    "metadata": {}
+  },
+  {
+    "timestamp": 1700000001.25,
+    "update_type": "file_operation",
+    "data": {"path": "a.txt", "operation": "read"},
+    "metadata": {"source": "task"}
+  }
+]"#;
+    std::fs::write(aiecs_dir.join("context_history_chat-1.json"), history).unwrap();
+    std::fs::write(aiecs_dir.join("context_history_chat-2.json"), "[]").unwrap();
+    std::fs::write(aiecs_dir.join("notes.txt"), "not a history").unwrap();
+
+    let imported = taskctx(&url, &["history", "import", aiecs_dir.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    let text = stdout(&imported);
+    assert!(text.contains("chat `chat-1` (2 updates"), "{text}");
+    // Importing again refuses to merge or overwrite, naming the chat; --replace replaces.
+    assert_fails(
+        &taskctx(&url, &["history", "import", aiecs_dir.to_str().unwrap()]),
+        1,
+        "could not be imported",
+    );
+    let replaced = taskctx(
+        &url,
+        &[
+            "history",
+            "import",
+            "--replace",
+            aiecs_dir
+                .join("context_history_chat-1.json")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    assert!(replaced.status.success(), "{}", stderr(&replaced));
+    assert!(stdout(&replaced).contains("replaced the old history"));
+
+    let exported = dir.path().join("out.json");
+    let out = taskctx(
+        &url,
+        &[
+            "history",
+            "export",
+            "chat-1",
+            "--format",
+            "aiecs",
+            "-o",
+            exported.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&exported).unwrap()).unwrap();
+    let original: Value = serde_json::from_str(history).unwrap();
+    assert_eq!(written, original);
+    let lines = stdout(&taskctx(
+        &url,
+        &["history", "export", "chat-1", "--format", "jsonl"],
+    ));
+    assert_eq!(lines.lines().count(), 2);
+    let first: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(first["data"], "héllo");
+    assert_fails(
+        &taskctx(
+            &url,
+            &[
+                "history",
+                "import",
+                dir.path().join("missing.json").to_str().unwrap(),
+            ],
+        ),
+        2,
+        "cannot read",
+    );
+}

@@ -6,6 +6,11 @@ mod url;
 pub use open::{OpenError, Stores, default_store_url, open, open_url};
 pub use url::{StoreUrl, UrlError};
 
+/// AIECS interoperability: read `context_history_{chat_id}.json` files, import them into any
+/// history store, export a chat in the AIECS format or as JSON lines.
+#[cfg(feature = "fs")]
+pub use taskctx_store_fs::aiecs;
+
 /// The layers, complete, for what the curated re-exports below leave out.
 pub use taskctx_app as app;
 pub use taskctx_domain as domain;

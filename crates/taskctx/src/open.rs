@@ -83,12 +83,32 @@ pub async fn open_url(url: StoreUrl) -> Result<Stores, OpenError> {
             records: Arc::new(MemoryRecordStore::new()),
             url,
         }),
-        StoreUrl::Fs(_) => Err(OpenError::NotBuilt {
-            url: url.to_string(),
-            feature: "fs",
-        }),
+        StoreUrl::Fs(path) => open_fs(path.clone(), url).await,
         StoreUrl::Sled(path) => open_sled(path.clone(), url).await,
     }
+}
+
+#[cfg(feature = "fs")]
+async fn open_fs(path: std::path::PathBuf, url: StoreUrl) -> Result<Stores, OpenError> {
+    let opened = taskctx_store_fs::FsStore::open(path)
+        .await
+        .map_err(|source| OpenError::Store {
+            url: url.to_string(),
+            source,
+        })?;
+    Ok(Stores {
+        history: Arc::new(opened.history()),
+        records: Arc::new(opened.records()),
+        url,
+    })
+}
+
+#[cfg(not(feature = "fs"))]
+async fn open_fs(_path: std::path::PathBuf, url: StoreUrl) -> Result<Stores, OpenError> {
+    Err(OpenError::NotBuilt {
+        url: url.to_string(),
+        feature: "fs",
+    })
 }
 
 #[cfg(feature = "sled")]

@@ -7,12 +7,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use taskctx::{
     ChatId, ContextInit, ContextUpdate, HistoryBudget, HistoryStoreExt, TaskContext, Timestamp,
-    UpdateType,
+    UpdateType, aiecs,
 };
 use tokio::io::AsyncBufReadExt;
 
 use super::Env;
-use crate::cli::{AppendArgs, HistoryCommand};
+use crate::cli::{AppendArgs, ExportFormat, HistoryCommand};
 use crate::failure::usage;
 use crate::output::{outln, print_json, shorten, table};
 
@@ -37,6 +37,12 @@ pub(crate) async fn run(env: &Env, command: HistoryCommand) -> anyhow::Result<()
             truncate(env, &parse_chat(&chat)?, parse_time(&after)?).await
         }
         HistoryCommand::Delete { chat } => delete(env, &parse_chat(&chat)?).await,
+        HistoryCommand::Import { paths, replace } => import(env, &paths, replace).await,
+        HistoryCommand::Export {
+            chat,
+            format,
+            output,
+        } => export(env, &parse_chat(&chat)?, format, output.as_deref()).await,
     }
 }
 
@@ -261,5 +267,124 @@ async fn delete(env: &Env, chat: &ChatId) -> anyhow::Result<()> {
     } else {
         outln!("deleted the history of `{chat}`");
         Ok(())
+    }
+}
+
+/// The AIECS files named by `paths`: files as given, directories expanded to the
+/// `context_history_*.json` files they hold.
+fn expand_import_paths(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        let metadata = std::fs::metadata(path)
+            .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+        if metadata.is_dir() {
+            let found = aiecs::find_history_files(path)?;
+            if found.is_empty() {
+                return Err(usage(format!(
+                    "{} holds no context_history_*.json files",
+                    path.display()
+                )));
+            }
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+async fn import(env: &Env, paths: &[std::path::PathBuf], replace: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let files = expand_import_paths(paths)?;
+    let stores = env.open().await?;
+    let mode = if replace {
+        aiecs::ImportMode::Replace
+    } else {
+        aiecs::ImportMode::Create
+    };
+    // A progress bar only for people watching a terminal; pipes and CI get plain lines.
+    let progress = if std::io::stderr().is_terminal() && !env.json {
+        indicatif::ProgressBar::new(files.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut imported = Vec::new();
+    let mut failures = Vec::new();
+    for file in &files {
+        progress.set_message(file.display().to_string());
+        match aiecs::import_file(&*stores.history, file, mode).await {
+            Ok(report) => imported.push((file.clone(), report)),
+            Err(error) => failures.push(format!("{error}")),
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    if env.json {
+        let done: Vec<Value> = imported
+            .iter()
+            .map(|(file, r)| {
+                json!({"file": file, "chat_id": r.chat_id, "updates": r.updates, "replaced": r.replaced})
+            })
+            .collect();
+        print_json(&json!({"imported": done, "failed": failures}))?;
+    } else {
+        for (file, report) in &imported {
+            outln!(
+                "imported {} → chat `{}` ({} updates{})",
+                file.display(),
+                report.chat_id,
+                report.updates,
+                if report.replaced {
+                    ", replaced the old history"
+                } else {
+                    ""
+                }
+            );
+        }
+        for failure in &failures {
+            outln!("failed: {failure}");
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} of {} files could not be imported (see above); the others were imported",
+            failures.len(),
+            files.len()
+        );
+    }
+    Ok(())
+}
+
+async fn export(
+    env: &Env,
+    chat: &ChatId,
+    format: ExportFormat,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let format = match format {
+        ExportFormat::Aiecs => aiecs::ExportFormat::Aiecs,
+        ExportFormat::Jsonl => aiecs::ExportFormat::JsonLines,
+    };
+    let stores = env.open().await?;
+    match output {
+        Some(path) => {
+            let count = aiecs::export_file(&*stores.history, chat, path, format).await?;
+            if env.json {
+                print_json(&json!({"chat_id": chat, "file": path, "updates": count}))
+            } else {
+                outln!("exported {count} updates of `{chat}` to {}", path.display());
+                Ok(())
+            }
+        }
+        None => {
+            let history = stores.history.load(chat).await?;
+            if history.is_empty() {
+                bail!("chat `{chat}` has no history in {}", env.store_url);
+            }
+            let mut out = std::io::stdout().lock();
+            out.write_all(format.render(&history).as_bytes())?;
+            out.flush()?;
+            Ok(())
+        }
     }
 }
