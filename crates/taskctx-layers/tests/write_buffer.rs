@@ -63,12 +63,13 @@ async fn flushes_when_max_pending_puts_are_buffered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushes_when_the_oldest_put_reaches_max_age() {
-    let (memory, buffer) = buffered(1_000, Some(Duration::from_millis(40)));
+    const MAX_AGE: Duration = Duration::from_millis(250);
+    let (memory, buffer) = buffered(1_000, Some(MAX_AGE));
     let start = Instant::now();
     buffer.put(record("a", None), None).await.unwrap();
     assert!(stored(&memory, "a").await.is_none());
     wait_until_stored(&memory, "a").await;
-    assert!(start.elapsed() >= Duration::from_millis(40));
+    assert!(start.elapsed() >= MAX_AGE);
     assert_eq!(buffer.pending(), 0);
     // The flusher sleeps while the buffer is empty and wakes for the next put.
     tokio::time::sleep(Duration::from_millis(100)).await;
