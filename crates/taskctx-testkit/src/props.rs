@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use taskctx_domain::{ChatId, ContextUpdate, TaskId, TaskRecord, TaskStatus, Timestamp};
-use taskctx_store::{ChatSummary, PutRecord, StoreError};
+use taskctx_store::{ChatSummary, PutRecord, RecordStats, StoreError};
 
 use crate::fixtures::{chat, record, task, update};
 use crate::harness::{Harness, Stores};
@@ -401,8 +401,30 @@ pub fn records_match_model<H: Harness, F: Fn() -> H>(make: F) {
                     .map(|r| r.task_id.to_string())
                     .collect();
                 prop_assert_eq!(roots, expected_roots);
-                let stats = s.records.stats().await.map_err(fail)?;
-                prop_assert_eq!(stats.total, model.len() as u64);
+                let mut expected_stats = RecordStats::default();
+                model.values().for_each(|r| expected_stats.add(r));
+                prop_assert_eq!(s.records.stats().await.map_err(fail)?, expected_stats);
+                let ids = |records: Vec<std::sync::Arc<TaskRecord>>| -> Vec<String> {
+                    records.iter().map(|r| r.task_id.to_string()).collect()
+                };
+                for status in TaskStatus::ALL {
+                    let expected: Vec<String> = model
+                        .values()
+                        .filter(|r| r.status == *status)
+                        .map(|r| r.task_id.to_string())
+                        .collect();
+                    let got = ids(s.records.by_status(*status).await.map_err(fail)?);
+                    prop_assert_eq!(got, expected, "by_status {}", status);
+                }
+                for layer in 0..3 {
+                    let expected: Vec<String> = model
+                        .values()
+                        .filter(|r| r.layer == Some(layer))
+                        .map(|r| r.task_id.to_string())
+                        .collect();
+                    let got = ids(s.records.by_layer(layer).await.map_err(fail)?);
+                    prop_assert_eq!(got, expected, "by_layer {}", layer);
+                }
             }
             Ok(())
         })

@@ -14,6 +14,7 @@ pub use taskctx_store_fs::aiecs;
 /// The layers, complete, for what the curated re-exports below leave out.
 pub use taskctx_app as app;
 pub use taskctx_domain as domain;
+pub use taskctx_layers as layers;
 pub use taskctx_store as store;
 
 pub use taskctx_app::config::{Config, ConfigError, LogLevel};

@@ -78,59 +78,47 @@ pub async fn open(url: &str) -> Result<Stores, OpenError> {
 /// [`open`] for an already parsed URL.
 pub async fn open_url(url: StoreUrl) -> Result<Stores, OpenError> {
     match &url {
-        StoreUrl::Memory => Ok(Stores {
-            history: Arc::new(MemoryHistoryStore::new()),
-            records: Arc::new(MemoryRecordStore::new()),
+        StoreUrl::Memory => Ok(Stores::new(
+            MemoryHistoryStore::new(),
+            MemoryRecordStore::new(),
             url,
+        )),
+        #[cfg(feature = "fs")]
+        StoreUrl::Fs(path) => {
+            let opened = taskctx_store_fs::FsStore::open(path).await;
+            let opened = opened.map_err(|source| OpenError::store(&url, source))?;
+            Ok(Stores::new(opened.history(), opened.records(), url))
+        }
+        #[cfg(feature = "sled")]
+        StoreUrl::Sled(path) => {
+            // `open_async` runs sled's blocking open (and crash recovery) off the runtime threads.
+            let opened = taskctx_store_sled::SledStore::open_async(path.clone()).await;
+            let opened = opened.map_err(|source| OpenError::store(&url, source))?;
+            Ok(Stores::new(opened.history(), opened.records(), url))
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(OpenError::NotBuilt {
+            url: other.to_string(),
+            feature: other.scheme(),
         }),
-        StoreUrl::Fs(path) => open_fs(path.clone(), url).await,
-        StoreUrl::Sled(path) => open_sled(path.clone(), url).await,
     }
 }
 
-#[cfg(feature = "fs")]
-async fn open_fs(path: std::path::PathBuf, url: StoreUrl) -> Result<Stores, OpenError> {
-    let opened = taskctx_store_fs::FsStore::open(path)
-        .await
-        .map_err(|source| OpenError::Store {
+impl Stores {
+    fn new(history: impl HistoryStore, records: impl RecordStore, url: StoreUrl) -> Self {
+        Self {
+            history: Arc::new(history),
+            records: Arc::new(records),
+            url,
+        }
+    }
+}
+
+impl OpenError {
+    fn store(url: &StoreUrl, source: StoreError) -> Self {
+        Self::Store {
             url: url.to_string(),
             source,
-        })?;
-    Ok(Stores {
-        history: Arc::new(opened.history()),
-        records: Arc::new(opened.records()),
-        url,
-    })
-}
-
-#[cfg(not(feature = "fs"))]
-async fn open_fs(_path: std::path::PathBuf, url: StoreUrl) -> Result<Stores, OpenError> {
-    Err(OpenError::NotBuilt {
-        url: url.to_string(),
-        feature: "fs",
-    })
-}
-
-#[cfg(feature = "sled")]
-async fn open_sled(path: std::path::PathBuf, url: StoreUrl) -> Result<Stores, OpenError> {
-    // `open_async` runs sled's blocking open (and crash recovery) off the runtime threads.
-    let opened = taskctx_store_sled::SledStore::open_async(path)
-        .await
-        .map_err(|source| OpenError::Store {
-            url: url.to_string(),
-            source,
-        })?;
-    Ok(Stores {
-        history: Arc::new(opened.history()),
-        records: Arc::new(opened.records()),
-        url,
-    })
-}
-
-#[cfg(not(feature = "sled"))]
-async fn open_sled(_path: std::path::PathBuf, url: StoreUrl) -> Result<Stores, OpenError> {
-    Err(OpenError::NotBuilt {
-        url: url.to_string(),
-        feature: "sled",
-    })
+        }
+    }
 }
