@@ -28,6 +28,12 @@ pub(crate) enum Command {
     /// Inspect and edit chat histories.
     #[command(subcommand)]
     History(HistoryCommand),
+    /// Import, inspect and delete task records.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Build the context an agent should see for a task.
+    #[command(subcommand)]
+    Context(ContextCommand),
     /// Totals of the store.
     Stats,
     /// Check that the store opens and every history and record reads back.
@@ -131,4 +137,63 @@ pub(crate) struct AppendArgs {
     /// each one's sequence number once it is durable.
     #[arg(long)]
     pub(crate) stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TasksCommand {
+    /// Import task records from a JSON array or JSON lines (ROMA field names accepted).
+    Import {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Show one task record.
+    Show {
+        /// The task id.
+        id: String,
+    },
+    /// Draw the task tree under ROOT (or under every root).
+    Tree {
+        /// The task to start from.
+        root: Option<String>,
+        /// How to draw it.
+        #[arg(long, value_enum, default_value_t = TreeFormat::Text)]
+        format: TreeFormat,
+    },
+    /// Delete a task record (and, with --subtree, all its descendants).
+    Delete {
+        /// The task id.
+        id: String,
+        /// Also delete every descendant.
+        #[arg(long)]
+        subtree: bool,
+    },
+}
+
+/// Formats `tasks tree` draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TreeFormat {
+    /// An indented tree for the terminal.
+    Text,
+    /// A Mermaid flowchart.
+    Mermaid,
+    /// A Graphviz digraph.
+    Dot,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ContextCommand {
+    /// Build a task's context (the text an agent sees, within a token budget).
+    Build {
+        /// The task id.
+        task_id: String,
+        /// default, planning, execution, aggregation, atomization or modification.
+        #[arg(long = "type", value_name = "TYPE")]
+        context_type: String,
+        /// The total token budget [default: 8000].
+        #[arg(long, value_name = "N")]
+        budget_tokens: Option<usize>,
+        /// The most items [default: 10 for execution].
+        #[arg(long, value_name = "N")]
+        max_items: Option<usize>,
+    },
 }

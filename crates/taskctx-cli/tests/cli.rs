@@ -348,3 +348,126 @@ fn aiecs_files_import_from_a_directory_and_export_back() {
         "cannot read",
     );
 }
+
+#[test]
+fn a_roma_dump_imports_and_its_contexts_build_identically_every_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sled_url(dir.path());
+    let dump = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/roma_dump.json");
+    let imported = taskctx(&url, &["tasks", "import", dump.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    assert!(stdout(&imported).contains("imported 4 task records (1 roots)"));
+
+    let tree = stdout(&taskctx(&url, &["tasks", "tree"]));
+    assert!(tree.starts_with("root  [PLAN_DONE] WRITE"), "{tree}");
+    let order: Vec<&str> = tree
+        .lines()
+        .filter_map(|l| l.split("root.").nth(1))
+        .collect();
+    assert_eq!(order.len(), 3, "{tree}");
+    assert!(
+        stdout(&taskctx(&url, &["tasks", "tree", "--format", "mermaid"])).starts_with("graph TD")
+    );
+    assert!(
+        stdout(&taskctx(&url, &["tasks", "tree", "--format", "dot"])).starts_with("digraph tasks")
+    );
+    let shown: Value = serde_json::from_str(&stdout(&taskctx(
+        &url,
+        &["--json", "tasks", "show", "root.1"],
+    )))
+    .unwrap();
+    assert_eq!(shown["task_type"], "SEARCH");
+    assert_eq!(shown["parent_task_id"], "root");
+
+    let build = |args: &[&str]| {
+        let mut all = vec!["context", "build"];
+        all.extend_from_slice(args);
+        taskctx(&url, &all)
+    };
+    let first = build(&["root.3", "--type", "execution", "--budget-tokens", "600"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second = build(&["root.3", "--type", "execution", "--budget-tokens", "600"]);
+    assert_eq!(
+        first.stdout, second.stdout,
+        "context output differs between runs"
+    );
+    let text = stdout(&first);
+    assert!(text.contains("Factorial raised 200M USD"), "{text}");
+    assert!(
+        text.contains("warning:"),
+        "pending and invalid dependencies are warnings: {text}"
+    );
+    assert!(
+        !text.contains("ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+        "{text}"
+    );
+
+    let json: Value = serde_json::from_str(&stdout(&build(&[
+        "--json",
+        "root.3",
+        "--type",
+        "execution",
+        "--budget-tokens",
+        "600",
+        "--max-items",
+        "1",
+    ])))
+    .unwrap();
+    for key in [
+        "current_task_id",
+        "current_goal",
+        "current_task_type",
+        "overall_project_goal",
+        "parent_hierarchy",
+        "items",
+        "formatted",
+        "omitted",
+        "warnings",
+        "degraded",
+        "token_count",
+    ] {
+        assert!(
+            json.get(key).is_some(),
+            "AgentTaskInput lacks {key}: {json}"
+        );
+    }
+    assert!(json["items"].as_array().unwrap().len() <= 1);
+    assert!(json["token_count"].as_u64().unwrap() <= 600);
+
+    let aggregation = stdout(&build(&["root", "--type", "aggregation"]));
+    assert!(aggregation.contains("FAILED"), "{aggregation}");
+    assert!(
+        aggregation.contains("rate limited by the funding database"),
+        "{aggregation}"
+    );
+
+    assert_fails(&build(&["root.3", "--type", "brainstorm"]), 2, "--type");
+    assert_fails(&build(&["root.9", "--type", "execution"]), 1, "root.9");
+    let deleted = taskctx(&url, &["tasks", "delete", "root", "--subtree"]);
+    assert!(
+        stdout(&deleted).contains("deleted 4 task record(s)"),
+        "{}",
+        stdout(&deleted)
+    );
+    assert_fails(&taskctx(&url, &["tasks", "show", "root"]), 1, "not found");
+}
+
+#[test]
+fn a_task_dump_with_a_bad_record_names_it_and_imports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sled_url(dir.path());
+    let file = dir.path().join("tasks.jsonl");
+    std::fs::write(
+        &file,
+        "{\"task_id\":\"a\",\"goal\":\"g\",\"task_type\":\"WRITE\",\"status\":\"DONE\"}\n\
+         {\"task_id\":\"b\",\"goal\":\"g\",\"task_type\":\"WRITE\",\"status\":\"FINISHED\"}\n",
+    )
+    .unwrap();
+    assert_fails(
+        &taskctx(&url, &["tasks", "import", file.to_str().unwrap()]),
+        1,
+        "tasks.jsonl:2",
+    );
+    let stats: Value = serde_json::from_str(&stdout(&taskctx(&url, &["--json", "stats"]))).unwrap();
+    assert_eq!(stats["records"]["total"], 0);
+}

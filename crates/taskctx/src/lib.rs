@@ -17,6 +17,10 @@ pub use taskctx_domain as domain;
 pub use taskctx_layers as layers;
 pub use taskctx_store as store;
 
+pub use taskctx_app::builder::{
+    AgentTaskInput, BuildError, BuildWarning, ContextBuilderService, ContextItem, ContextRequest,
+    ContextType, OmitAction, OmitReason, OmittedItem, ReplanDetails,
+};
 pub use taskctx_app::config::{Config, ConfigError, LogLevel};
 pub use taskctx_app::context::{
     BlockingContext, CleanupError, ContextError, ContextInit, HistoryBudget, Persistence, Resource,
@@ -29,5 +33,5 @@ pub use taskctx_domain::{
     Timestamp, UpdateType, UserId, Value,
 };
 pub use taskctx_store::{
-    HistoryStore, HistoryStoreExt, RecordStore, RecordStoreExt, StoreError, StoreResult,
+    HistoryStore, HistoryStoreExt, PutRecord, RecordStore, RecordStoreExt, StoreError, StoreResult,
 };

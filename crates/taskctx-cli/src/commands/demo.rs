@@ -1,4 +1,6 @@
-//! `taskctx demo`: a realistic agent session against the store, and what taskctx kept of it.
+//! `taskctx demo`: a realistic agent session against the store, and what taskctx kept of it —
+//! then a research plan in the task store and the contexts its planner, executor and aggregator
+//! would see.
 //!
 //! The session always uses the chat `demo-research`, so a second run continues the first run's
 //! history (on a durable store) and its optimisation folds the repeated entries back together.
@@ -9,15 +11,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 use taskctx::{
-    ChatId, ContextInit, HistoryBudget, OptimizeReport, Persistence, TaskContext, UpdateType,
-    UserId, on_close_async,
+    AgentTaskInput, ChatId, ContextBuilderService, ContextInit, ContextRequest, ContextType,
+    HistoryBudget, OptimizeReport, Persistence, PutRecord, TaskContext, TaskId, UpdateType, UserId,
+    on_close_async,
 };
 
 use super::Env;
 use crate::output::{outln, print_json, shorten, table};
+use taskctx::RecordStoreExt as _;
 
 /// The chat the demo writes to.
 const DEMO_CHAT: &str = "demo-research";
+/// The token budget of the demo's contexts: small enough that the long search output must be
+/// shortened, so the budget rules are visible.
+const DEMO_CONTEXT_BUDGET: usize = 1200;
 /// The optimisation budget, in characters of canonical JSON data: large enough to keep one
 /// session, small enough that repeated runs are trimmed.
 const DEMO_BUDGET_CHARS: usize = 4000;
@@ -59,7 +66,72 @@ pub(crate) async fn run(env: &Env) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("running the demo session")?;
     let closed = client_closed.load(Ordering::SeqCst);
-    print_summary(env, &outcome, closed)
+    let plan = super::demo_plan::research_plan()?;
+    let records = plan.len();
+    stores
+        .records
+        .put_many(plan.into_iter().map(PutRecord::upsert).collect())
+        .await
+        .context("storing the demo's research plan")?;
+    let service = ContextBuilderService::new(Arc::clone(&stores.records));
+    service.rebuild_similarity_index().await?;
+    let mut contexts = Vec::new();
+    for (kind, id) in [
+        (ContextType::Planning, "root.2"),
+        (ContextType::Execution, "root.3"),
+        (ContextType::Aggregation, "root.2"),
+    ] {
+        let request =
+            ContextRequest::new(TaskId::new(id)?, kind).with_budget_tokens(DEMO_CONTEXT_BUDGET);
+        contexts.push(service.build(request).await?);
+    }
+    if env.json {
+        let mut report = summary_json(env, &outcome, closed);
+        report["plan_records"] = json!(records);
+        report["contexts"] = json!(contexts);
+        return print_json(&report);
+    }
+    print_summary(env, &outcome, closed)?;
+    print_plan(env, &stores, records, &contexts).await
+}
+
+async fn print_plan(
+    env: &Env,
+    stores: &taskctx::Stores,
+    records: usize,
+    contexts: &[AgentTaskInput],
+) -> anyhow::Result<()> {
+    outln!();
+    outln!("Task plan ({records} records in {}):", env.store_url);
+    let root = stores.records.require(&TaskId::new("root")?).await?;
+    let nodes = super::tasks::walk(&*stores.records, vec![root]).await?;
+    outln!("{}", super::tasks::render_text(&nodes).trim_end());
+    for context in contexts {
+        outln!();
+        super::context::print_human(context)?;
+    }
+    let leaked: Vec<&str> = super::demo_plan::PLANTED_SECRETS
+        .iter()
+        .copied()
+        .filter(|secret| {
+            contexts.iter().any(|c| {
+                c.formatted.contains(secret) || c.items.iter().any(|i| i.content.contains(secret))
+            })
+        })
+        .collect();
+    outln!();
+    outln!(
+        "Each context fits {DEMO_CONTEXT_BUDGET} tokens (o200k_base); what did not fit is listed as omitted."
+    );
+    if leaked.is_empty() {
+        outln!(
+            "Checked: none of the {} credentials planted in the plan appears in any context.",
+            super::demo_plan::PLANTED_SECRETS.len()
+        );
+        Ok(())
+    } else {
+        anyhow::bail!("{} planted credentials reached a context", leaked.len())
+    }
 }
 
 /// One agent turn: the user asks, the agent plans, searches, reads and writes files, calls models.
@@ -136,21 +208,24 @@ struct Summary {
     ctx: TaskContext,
 }
 
+/// The session part of the demo's `--json` report.
+fn summary_json(env: &Env, summary: &Summary, client_closed: bool) -> Value {
+    let ctx = &summary.ctx;
+    json!({
+        "store": env.store_url,
+        "chat_id": ctx.chat_id(),
+        "earlier_entries": summary.earlier,
+        "entries_before_optimisation": summary.before_optimise,
+        "optimisation": summary.report,
+        "context": ctx.to_json(),
+        "stats": ctx.stats(),
+        "resource_closed": client_closed,
+    })
+}
+
 fn print_summary(env: &Env, summary: &Summary, client_closed: bool) -> anyhow::Result<()> {
     let ctx = &summary.ctx;
     let stats = ctx.stats();
-    if env.json {
-        return print_json(&json!({
-            "store": env.store_url,
-            "chat_id": ctx.chat_id(),
-            "earlier_entries": summary.earlier,
-            "entries_before_optimisation": summary.before_optimise,
-            "optimisation": summary.report,
-            "context": ctx.to_json(),
-            "stats": stats,
-            "resource_closed": client_closed,
-        }));
-    }
     outln!("taskctx demo — store {}", env.store_url);
     if summary.earlier == 0 {
         outln!(

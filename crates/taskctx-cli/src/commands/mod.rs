@@ -1,8 +1,11 @@
 //! One module per command group; `run` dispatches and opens the store the command needs.
 
+mod context;
 mod demo;
+mod demo_plan;
 mod history;
 mod store;
+mod tasks;
 
 use anyhow::Context as _;
 use taskctx::{Config, Stores};
@@ -38,6 +41,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo => demo::run(&env).await,
         Command::History(command) => history::run(&env, command).await,
+        Command::Tasks(command) => tasks::run(&env, command).await,
+        Command::Context(command) => context::run(&env, command).await,
         Command::Stats => store::stats(&env).await,
         Command::Health => store::health(&env).await,
     }
