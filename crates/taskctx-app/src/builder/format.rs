@@ -154,9 +154,8 @@ pub(crate) fn ancestor_framing(
     (prefix, suffix)
 }
 
-/// The text around an item's content: `(prefix, suffix)`.
-pub(crate) fn item_framing(item: &ContextItem) -> (String, String) {
-    let mut prefix = String::new();
+/// Writes the text before an item's content (nothing follows the content).
+pub(crate) fn write_item_framing(out: &mut String, item: &ContextItem) {
     match item.kind {
         SourceKind::ReplanDetails
         | SourceKind::OriginalPlan
@@ -167,24 +166,24 @@ pub(crate) fn item_framing(item: &ContextItem) -> (String, String) {
                 .source_task_id
                 .strip_prefix("additional:")
                 .unwrap_or(&item.source_task_id);
-            let _ = write!(prefix, "Source: {key}\nContent:\n");
+            let _ = write!(out, "Source: {key}\nContent:\n");
         }
         SourceKind::AuxData => {
             let key = item
                 .source_task_id
                 .strip_prefix("aux_data:")
                 .unwrap_or(&item.source_task_id);
-            let _ = write!(prefix, "Key: {key}\nContent:\n");
+            let _ = write!(out, "Key: {key}\nContent:\n");
         }
         _ => {
             let _ = write!(
-                prefix,
+                out,
                 "Task ID: {}\nGoal: {}\n",
                 item.source_task_id, item.source_task_goal
             );
             if item.kind == SourceKind::Child {
                 if let Some(status) = item.status {
-                    let _ = writeln!(prefix, "Status: {status}");
+                    let _ = writeln!(out, "Status: {status}");
                 }
             }
             let what = match item.selection {
@@ -193,13 +192,19 @@ pub(crate) fn item_framing(item: &ContextItem) -> (String, String) {
                 _ => "Output",
             };
             if item.content_type.is_empty() {
-                let _ = writeln!(prefix, "{what}:");
+                let _ = writeln!(out, "{what}:");
             } else {
-                let _ = writeln!(prefix, "{what} ({}):", item.content_type);
+                let _ = writeln!(out, "{what} ({}):", item.content_type);
             }
         }
     }
-    (prefix, String::new())
+}
+
+/// The text before an item's content, as a string.
+pub(crate) fn item_framing(item: &ContextItem) -> String {
+    let mut out = String::new();
+    write_item_framing(&mut out, item);
+    out
 }
 
 /// The fields `formatted` is rendered from.
@@ -234,7 +239,28 @@ pub fn format_view(view: &FormatView<'_>) -> String {
     {
         return String::new();
     }
-    let mut paragraphs: Vec<String> = Vec::new();
+    // One buffer, sized once: this runs on every build.
+    let capacity = 512
+        + view.current_goal.len()
+        + view.overall_project_goal.map_or(0, str::len)
+        + view
+            .parent_hierarchy
+            .iter()
+            .map(|e| {
+                32 + e.task_id.len() + e.goal.len() + e.summary.as_ref().map_or(0, String::len)
+            })
+            .sum::<usize>()
+        + view
+            .items
+            .iter()
+            .map(|i| {
+                96 + i.source_task_id.len()
+                    + i.source_task_goal.len()
+                    + i.content_type.len()
+                    + i.content.len()
+            })
+            .sum::<usize>();
+    let mut out = String::with_capacity(capacity);
     let (current_prefix, current_suffix) = current_framing(
         view.layout,
         view.current_task_id,
@@ -243,32 +269,39 @@ pub fn format_view(view: &FormatView<'_>) -> String {
     );
     let last = view.parent_hierarchy.len().saturating_sub(1);
     if view.layout == Layout::Minimal {
-        let mut text = format!("{current_prefix}{}{current_suffix}", view.current_goal);
+        out.push_str(&current_prefix);
+        out.push_str(view.current_goal);
+        out.push_str(&current_suffix);
         if let Some(parent) = view.parent_hierarchy.last() {
             let (prefix, suffix) = ancestor_framing(view.layout, parent, true, None);
-            let _ = write!(text, "{prefix}{}{suffix}", parent.goal);
+            out.push_str(&prefix);
+            out.push_str(&parent.goal);
+            out.push_str(&suffix);
         }
         if let Some(objective) = view.overall_project_goal {
-            let _ = write!(text, "{}{objective}", objective_prefix(view.layout));
+            out.push_str(objective_prefix(view.layout));
+            out.push_str(objective);
         }
-        paragraphs.push(text);
     } else {
         if let Some(objective) = view.overall_project_goal {
-            paragraphs.push(format!("{}{objective}", objective_prefix(view.layout)));
+            out.push_str(objective_prefix(view.layout));
+            out.push_str(objective);
         }
         if !view.parent_hierarchy.is_empty() {
-            let mut text = hierarchy_heading(view.layout, view.ancestors_not_shown);
+            paragraph(&mut out);
+            out.push_str(&hierarchy_heading(view.layout, view.ancestors_not_shown));
             for (i, entry) in view.parent_hierarchy.iter().enumerate() {
                 let (prefix, suffix) =
                     ancestor_framing(view.layout, entry, i == last, entry.summary.as_deref());
-                let _ = write!(text, "{prefix}{}{suffix}", entry.goal);
+                out.push_str(&prefix);
+                out.push_str(&entry.goal);
+                out.push_str(&suffix);
             }
-            paragraphs.push(text);
         }
-        paragraphs.push(format!(
-            "{current_prefix}{}{current_suffix}",
-            view.current_goal
-        ));
+        paragraph(&mut out);
+        out.push_str(&current_prefix);
+        out.push_str(view.current_goal);
+        out.push_str(&current_suffix);
     }
     let mut section: Option<SourceKind> = None;
     for item in view.items {
@@ -276,13 +309,22 @@ pub fn format_view(view: &FormatView<'_>) -> String {
             section = Some(item.kind);
             let heading = section_heading(item.kind);
             if !heading.is_empty() {
-                paragraphs.push(heading.to_string());
+                paragraph(&mut out);
+                out.push_str(heading);
             }
         }
-        let (prefix, suffix) = item_framing(item);
-        paragraphs.push(format!("{prefix}{}{suffix}", item.content));
+        paragraph(&mut out);
+        write_item_framing(&mut out, item);
+        out.push_str(&item.content);
     }
-    paragraphs.join(PARAGRAPH_SEPARATOR)
+    out
+}
+
+/// Starts a new paragraph (a blank line after the previous one, if any).
+fn paragraph(out: &mut String) {
+    if !out.is_empty() {
+        out.push_str(PARAGRAPH_SEPARATOR);
+    }
 }
 
 /// Re-renders `input.formatted` from its other fields: always equal to `input.formatted`.

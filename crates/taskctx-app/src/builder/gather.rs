@@ -3,7 +3,6 @@
 //! Every read goes through a [`ReadLog`], which reads each record once per build and remembers
 //! what it saw, so the built-context cache can later re-check exactly those records.
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -17,6 +16,7 @@ use taskctx_domain::{
 };
 use taskctx_store::{RecordStore, StoreResult};
 
+use super::memo::{FastMap, FastSet};
 use super::types::{BuildWarning, ContentSelection, SourceKind, WarningKind};
 
 /// The parent walk stops after this many hops (SPEC R6.1.1).
@@ -26,7 +26,7 @@ pub(crate) const MAX_ANCESTOR_HOPS: usize = 20;
 #[derive(Debug, Default)]
 pub(crate) struct ReadLog {
     pub(crate) gets: Vec<(TaskId, Option<Arc<TaskRecord>>)>,
-    index: HashMap<TaskId, usize>,
+    index: FastMap<TaskId, usize>,
     pub(crate) children: Vec<(TaskId, Vec<Arc<TaskRecord>>)>,
     /// `None`: the similarity index was not used; `Some(g)`: used at generation `g`.
     pub(crate) similarity: Option<Option<u64>>,
@@ -34,8 +34,9 @@ pub(crate) struct ReadLog {
 
 impl ReadLog {
     pub(crate) fn remember(&mut self, id: TaskId, record: Option<Arc<TaskRecord>>) {
-        if !self.index.contains_key(&id) {
-            self.index.insert(id.clone(), self.gets.len());
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.index.entry(id) {
+            let id = slot.key().clone();
+            slot.insert(self.gets.len());
             self.gets.push((id, record));
         }
     }
@@ -64,7 +65,7 @@ impl ReadLog {
         ids: &[TaskId],
     ) -> StoreResult<Vec<Option<Arc<TaskRecord>>>> {
         let mut missing: Vec<TaskId> = Vec::new();
-        let mut seen: HashSet<&TaskId> = HashSet::new();
+        let mut seen: FastSet<&TaskId> = FastSet::default();
         for id in ids {
             if !self.index.contains_key(id) && seen.insert(id) {
                 missing.push(id.clone());

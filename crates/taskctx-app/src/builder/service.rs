@@ -2,7 +2,7 @@
 //! redacts it, renders the layout, and caches the result until any record it read changes.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -19,7 +19,7 @@ use super::format::{
 use super::gather::{
     self, Body, Candidate, CatchUnwind, MAX_ANCESTOR_HOPS, Primary, ReadLog, same_record,
 };
-use super::memo::{Memo, MemoCounter};
+use super::memo::{FastSet, Memo, MemoCounter};
 use super::metrics::{Metrics, MetricsSnapshot};
 use super::options::BuilderOptions;
 use super::redact::{Redactor, RuleRedactor};
@@ -546,18 +546,56 @@ impl ContextBuilderService {
     }
 
     /// Primary tokens and, for outputs, the alternative summary's tokens.
-    fn sizes(&self, candidate: &Candidate) -> (usize, Option<usize>) {
-        match &candidate.body {
-            Body::Record { record, primary } => {
-                let p = self.prepare(record);
-                let main = self.primary_of(&p, *primary).map_or(0, |t| t.tokens);
+    fn sizes(&self, candidate: &Candidate, p: Option<&Prepared>) -> (usize, Option<usize>) {
+        match (&candidate.body, p) {
+            (Body::Record { primary, .. }, Some(p)) => {
+                let main = self.primary_of(p, *primary).map_or(0, |t| t.tokens);
                 let summary = (*primary == Primary::Output)
-                    .then(|| self.summary_of(&p).map(|t| t.tokens))
+                    .then(|| self.summary_of(p).map(|t| t.tokens))
                     .flatten();
                 (main, summary)
             }
-            Body::Text { text, .. } => (self.counter.count(text), None),
+            (Body::Text { text, .. }, _) => (self.counter.count(text), None),
+            (Body::Record { .. }, None) => (0, None),
         }
+    }
+
+    /// Tokens of an item's framing, estimated as the framing with empty fields plus each field
+    /// counted alone (all memoised, so a warm build formats nothing here). Joins can make the
+    /// real text cost a token more or less; the exact count of the final text is what the
+    /// budget is checked against.
+    fn framing_estimate(&self, shell: &ContextItem) -> usize {
+        let template = ContextItem {
+            source_task_id: String::new(),
+            source_task_goal: String::new(),
+            content: String::new(),
+            content_type: if shell.content_type.is_empty() {
+                String::new()
+            } else {
+                "_".to_string()
+            },
+            relevance: 0.0,
+            tokens: 0,
+            kind: shell.kind,
+            pinned: shell.pinned,
+            status: shell.status,
+            selection: shell.selection,
+        };
+        let fields = match shell.kind {
+            SourceKind::ReplanDetails
+            | SourceKind::OriginalPlan
+            | SourceKind::ModificationInstructions
+            | SourceKind::GlobalConstraints => 0,
+            SourceKind::Additional | SourceKind::AuxData => {
+                self.counter.count(&shell.source_task_id)
+            }
+            _ => {
+                self.counter.count(&shell.source_task_id)
+                    + self.counter.count(&shell.source_task_goal)
+                    + self.counter.count(&shell.content_type)
+            }
+        };
+        self.counter.count(&item_framing(&template)) + fields
     }
 
     /// Gathers the sources of the strategy's plan and assembles the context.
@@ -604,7 +642,7 @@ impl ContextBuilderService {
         let objective = objective(current, &ancestry).map(|o| self.redact(o));
 
         let mut candidates: Vec<Candidate> = Vec::new();
-        let mut used: HashSet<TaskId> = HashSet::new();
+        let mut used: FastSet<TaskId> = FastSet::default();
         used.insert(current.task_id.clone());
         self.request_sections(&plan, request, &mut candidates);
 
@@ -941,7 +979,7 @@ impl ContextBuilderService {
     fn push_record(
         &self,
         candidates: &mut Vec<Candidate>,
-        used: &mut HashSet<TaskId>,
+        used: &mut FastSet<TaskId>,
         warnings: &mut Vec<BuildWarning>,
         record: &Arc<TaskRecord>,
         kind: SourceKind,
@@ -994,7 +1032,7 @@ impl ContextBuilderService {
         ancestry: &gather::Ancestry,
         log: &mut ReadLog,
         candidates: &mut Vec<Candidate>,
-        used: &mut HashSet<TaskId>,
+        used: &mut FastSet<TaskId>,
         warnings: &mut Vec<BuildWarning>,
     ) -> StoreResult<()> {
         let store = self.store.as_ref();
@@ -1017,7 +1055,7 @@ impl ContextBuilderService {
         }
         let records = log.get_many(store, &references).await?;
         // The plan tree of the current task: itself and its ancestors.
-        let mut tree: HashSet<TaskId> = ancestry.chain.iter().map(|r| r.task_id.clone()).collect();
+        let mut tree: FastSet<TaskId> = ancestry.chain.iter().map(|r| r.task_id.clone()).collect();
         tree.insert(current.task_id.clone());
         let root = ancestry
             .chain
@@ -1076,7 +1114,7 @@ impl ContextBuilderService {
     async fn same_tree(
         &self,
         record: &Arc<TaskRecord>,
-        tree: &HashSet<TaskId>,
+        tree: &FastSet<TaskId>,
         root: &TaskId,
         log: &mut ReadLog,
     ) -> StoreResult<bool> {
@@ -1189,10 +1227,10 @@ impl ContextBuilderService {
         ancestry: &gather::Ancestry,
         log: &mut ReadLog,
         candidates: &mut Vec<Candidate>,
-        used: &mut HashSet<TaskId>,
+        used: &mut FastSet<TaskId>,
         warnings: &mut Vec<BuildWarning>,
     ) -> StoreResult<()> {
-        let mut excluded: HashSet<&TaskId> = ancestry.chain.iter().map(|r| &r.task_id).collect();
+        let mut excluded: FastSet<&TaskId> = ancestry.chain.iter().map(|r| &r.task_id).collect();
         excluded.insert(&current.task_id);
         let limit = self.options.max_similar + excluded.len() + used.len();
         log.similarity = Some(self.similarity.generation());
@@ -1211,30 +1249,34 @@ impl ContextBuilderService {
             .into_iter()
             .filter(|h| !excluded.contains(&h.task_id) && !used.contains(&h.task_id))
             .collect();
-        let ids: Vec<TaskId> = hits.iter().map(|h| h.task_id.clone()).collect();
-        let records = log.get_many(self.store.as_ref(), &ids).await?;
+        // Read only as many hits as may be needed, in batches: usually one batch of
+        // `max_similar` records, more only when some hits are no longer DONE.
         let mut taken = 0;
-        for (hit, record) in hits.iter().zip(records) {
-            if taken == self.options.max_similar {
-                break;
+        let mut start = 0;
+        while taken < self.options.max_similar && start < hits.len() {
+            let end = (start + self.options.max_similar - taken).min(hits.len());
+            let ids: Vec<TaskId> = hits[start..end].iter().map(|h| h.task_id.clone()).collect();
+            let records = log.get_many(self.store.as_ref(), &ids).await?;
+            for (hit, record) in hits[start..end].iter().zip(records) {
+                // The index may lag the store: only what the store says is DONE now counts.
+                let Some(record) = record.filter(|r| r.status == TaskStatus::Done) else {
+                    continue;
+                };
+                let before = candidates.len();
+                self.push_record(
+                    candidates,
+                    used,
+                    warnings,
+                    &record,
+                    SourceKind::Similar,
+                    similar_relevance(hit.score),
+                    "similar_task_output",
+                );
+                if candidates.len() > before {
+                    taken += 1;
+                }
             }
-            // The index may lag the store: only what the store says is DONE now counts.
-            let Some(record) = record.filter(|r| r.status == TaskStatus::Done) else {
-                continue;
-            };
-            let before = candidates.len();
-            self.push_record(
-                candidates,
-                used,
-                warnings,
-                &record,
-                SourceKind::Similar,
-                similar_relevance(hit.score),
-                "similar_task_output",
-            );
-            if candidates.len() > before {
-                taken += 1;
-            }
+            start = end;
         }
         Ok(())
     }
@@ -1410,12 +1452,19 @@ impl ContextBuilderService {
                 .then(y.relevance.total_cmp(&x.relevance))
                 .then(x.order.cmp(&y.order))
         });
+        let prepared: Vec<Option<Arc<Prepared>>> = ranked
+            .iter()
+            .map(|c| match &c.body {
+                Body::Record { record, .. } => Some(self.prepare(record)),
+                Body::Text { .. } => None,
+            })
+            .collect();
         let mut sizes: Vec<(usize, Option<usize>)> = Vec::with_capacity(ranked.len());
         let mut shells: Vec<ContextItem> = Vec::with_capacity(ranked.len());
-        for candidate in &ranked {
-            let shell = self.shell(candidate);
-            let (prefix, suffix) = item_framing(&shell);
-            let size = self.sizes(candidate);
+        for (candidate, p) in ranked.iter().zip(&prepared) {
+            let shell = self.shell(candidate, p.as_deref());
+            let framing = self.framing_estimate(&shell);
+            let size = self.sizes(candidate, p.as_deref());
             blocks.push(BlockSpec {
                 group: if candidate.pinned {
                     Group::Pinned
@@ -1423,7 +1472,7 @@ impl ContextBuilderService {
                     Group::Ranked
                 },
                 section: 2 + section_rank(candidate.kind).min(SECTION_ORDER.len() - 1),
-                framing: count(&prefix) + count(&suffix) + separator,
+                framing: framing + separator,
                 lean_framing: None,
                 content: pick_cost(size.0, size.1, cap),
                 min_content: min_item,
@@ -1638,6 +1687,7 @@ impl ContextBuilderService {
             let resolved = self
                 .resolve(
                     candidate,
+                    prepared[k].as_deref(),
                     main,
                     summary,
                     content_budget,
@@ -1645,7 +1695,7 @@ impl ContextBuilderService {
                     &mut warnings,
                 )
                 .await;
-            let Some((content, selection)) = resolved else {
+            let Some((content, selection, tokens)) = resolved else {
                 omitted.push(omit(
                     shell.source_task_id,
                     shell.kind,
@@ -1656,7 +1706,6 @@ impl ContextBuilderService {
                 ));
                 continue;
             };
-            let tokens = count(&content);
             if selection == ContentSelection::Summary || selection == ContentSelection::Summarized {
                 let reason = if decision
                     == (Decision::Keep {
@@ -1744,10 +1793,9 @@ impl ContextBuilderService {
     }
 
     /// An item without content: everything the framing needs.
-    fn shell(&self, candidate: &Candidate) -> ContextItem {
-        let (id, goal, label, selection) = match &candidate.body {
-            Body::Record { record, primary } => {
-                let p = self.prepare(record);
+    fn shell(&self, candidate: &Candidate, p: Option<&Prepared>) -> ContextItem {
+        let (id, goal, label, selection) = match (&candidate.body, p) {
+            (Body::Record { primary, .. }, Some(p)) => {
                 let selection = match primary {
                     Primary::Output => ContentSelection::Output,
                     Primary::Summary => ContentSelection::Summary,
@@ -1755,11 +1803,17 @@ impl ContextBuilderService {
                 };
                 (p.id.clone(), p.goal.clone(), p.label.clone(), selection)
             }
-            Body::Text { selection, .. } => (
+            (Body::Text { selection, .. }, _) => (
                 candidate.source_id.clone(),
                 candidate.label_goal.clone().unwrap_or_default(),
                 None,
                 *selection,
+            ),
+            (Body::Record { .. }, None) => (
+                candidate.source_id.clone(),
+                candidate.label_goal.clone().unwrap_or_default(),
+                None,
+                ContentSelection::Note,
             ),
         };
         let content_type = candidate
@@ -1783,45 +1837,55 @@ impl ContextBuilderService {
 
     /// The content of a kept item within `budget` tokens, and which text it is; `None` when the
     /// budget cannot hold even a reduction.
+    #[allow(clippy::too_many_arguments)]
     async fn resolve(
         &self,
         candidate: &Candidate,
+        p: Option<&Prepared>,
         main: usize,
         summary: Option<usize>,
         budget: usize,
         fallback_warned: &mut bool,
         warnings: &mut Vec<BuildWarning>,
-    ) -> Option<(String, ContentSelection)> {
+    ) -> Option<(String, ContentSelection, usize)> {
         match &candidate.body {
-            Body::Record { record, primary } => {
-                let p = self.prepare(record);
-                let text = self.primary_of(&p, *primary)?.clone();
+            Body::Record { primary, .. } => {
+                let p = p?;
+                let text = self.primary_of(p, *primary)?.clone();
                 let own = match primary {
                     Primary::Output => ContentSelection::Output,
                     Primary::Summary => ContentSelection::Summary,
                     Primary::Error => ContentSelection::Error,
                 };
                 match pick(main, summary, budget) {
-                    Pick::Primary => Some((text.text.to_string(), own)),
+                    Pick::Primary => Some((text.text.to_string(), own, text.tokens)),
                     Pick::Summary => self
-                        .summary_of(&p)
-                        .map(|s| (s.text.to_string(), ContentSelection::Summary)),
+                        .summary_of(p)
+                        .map(|s| (s.text.to_string(), ContentSelection::Summary, s.tokens)),
                     Pick::Reduce(b) => {
                         let reduced = self
-                            .reduce_record(&p, *primary, &text, b, fallback_warned, warnings)
+                            .reduce_record(p, *primary, &text, b, fallback_warned, warnings)
                             .await?;
-                        Some((reduced.text.to_string(), ContentSelection::Summarized))
+                        Some((
+                            reduced.text.to_string(),
+                            ContentSelection::Summarized,
+                            reduced.tokens,
+                        ))
                     }
                 }
             }
             Body::Text { text, selection } => {
                 if main <= budget {
-                    return Some((text.clone(), *selection));
+                    return Some((text.clone(), *selection, main));
                 }
                 let reduced = self
                     .summarize(text, main, budget, None, fallback_warned, warnings)
                     .await?;
-                Some((reduced.text.to_string(), ContentSelection::Summarized))
+                Some((
+                    reduced.text.to_string(),
+                    ContentSelection::Summarized,
+                    reduced.tokens,
+                ))
             }
         }
     }
