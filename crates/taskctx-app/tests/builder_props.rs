@@ -52,12 +52,12 @@ fn sized_tree(sizes: &[usize]) -> Vec<TaskRecord> {
         let size = sizes[k % sizes.len()];
         if record.status == TaskStatus::Done {
             record.output_content = Some(json!(words(size, k)));
-            if size % 3 == 0 {
+            if size.is_multiple_of(3) {
                 record.output_summary =
                     Some(format!("Specific summary {}", words(size / 10 + 5, k)));
             }
         }
-        if size % 5 == 0 {
+        if size.is_multiple_of(5) {
             record.goal = format!("{} {}", record.goal, words(size / 4, k + 1));
         }
     }

@@ -181,10 +181,10 @@ pub(crate) fn write_item_framing(out: &mut String, item: &ContextItem) {
                 "Task ID: {}\nGoal: {}\n",
                 item.source_task_id, item.source_task_goal
             );
-            if item.kind == SourceKind::Child {
-                if let Some(status) = item.status {
-                    let _ = writeln!(out, "Status: {status}");
-                }
+            if item.kind == SourceKind::Child
+                && let Some(status) = item.status
+            {
+                let _ = writeln!(out, "Status: {status}");
             }
             let what = match item.selection {
                 ContentSelection::Error => "Error",

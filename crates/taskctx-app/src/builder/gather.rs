@@ -429,12 +429,11 @@ pub(crate) fn goal_references(goal: &str) -> Vec<TaskId> {
     };
     let mut out: Vec<TaskId> = Vec::new();
     for caps in pattern.captures_iter(goal) {
-        if let Some(m) = caps.get(1) {
-            if let Ok(id) = TaskId::new(m.as_str()) {
-                if !out.contains(&id) {
-                    out.push(id);
-                }
-            }
+        if let Some(m) = caps.get(1)
+            && let Ok(id) = TaskId::new(m.as_str())
+            && !out.contains(&id)
+        {
+            out.push(id);
         }
     }
     out

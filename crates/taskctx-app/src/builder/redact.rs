@@ -374,46 +374,45 @@ impl Compiled {
             }
         }
         let n = self.patterns.len();
-        if let Some(header) = &self.header {
-            if matches.matched(n) {
-                out = replace(
-                    out,
-                    header,
-                    |caps| {
-                        let key = caps.name("key").map_or("", |m| m.as_str());
-                        Some(if key.to_ascii_lowercase().contains("cookie") {
-                            "cookie"
-                        } else if key.to_ascii_lowercase().contains("authorization") {
-                            "authorization"
-                        } else {
-                            "api_key"
-                        })
-                    },
-                    true,
-                );
-            }
+        if let Some(header) = &self.header
+            && matches.matched(n)
+        {
+            out = replace(
+                out,
+                header,
+                |caps| {
+                    let key = caps.name("key").map_or("", |m| m.as_str());
+                    Some(if key.to_ascii_lowercase().contains("cookie") {
+                        "cookie"
+                    } else if key.to_ascii_lowercase().contains("authorization") {
+                        "authorization"
+                    } else {
+                        "api_key"
+                    })
+                },
+                true,
+            );
         }
-        if let Some(assignment) = &self.assignment {
-            if matches.matched(n + 1) {
-                out = replace(
-                    out,
-                    assignment,
-                    |caps| {
-                        let key = caps.name("key").map_or("", |m| m.as_str());
-                        let value = caps.name("secret").map_or("", |m| m.as_str());
-                        let (kind, only_token) = self.key_kind(key)?;
-                        // A count, possibly ending a sentence: `tokens: 512.`
-                        let number = value.trim_end_matches(['.', ',']);
-                        let digits =
-                            !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
-                        if only_token && self.keep_token_counts && digits {
-                            return None;
-                        }
-                        Some(kind)
-                    },
-                    true,
-                );
-            }
+        if let Some(assignment) = &self.assignment
+            && matches.matched(n + 1)
+        {
+            out = replace(
+                out,
+                assignment,
+                |caps| {
+                    let key = caps.name("key").map_or("", |m| m.as_str());
+                    let value = caps.name("secret").map_or("", |m| m.as_str());
+                    let (kind, only_token) = self.key_kind(key)?;
+                    // A count, possibly ending a sentence: `tokens: 512.`
+                    let number = value.trim_end_matches(['.', ',']);
+                    let digits = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+                    if only_token && self.keep_token_counts && digits {
+                        return None;
+                    }
+                    Some(kind)
+                },
+                true,
+            );
         }
         out
     }

@@ -39,19 +39,19 @@ fn extract_object(map: &Map<String, Value>) -> Option<String> {
             Value::String(q) => out.push_str(q),
             other => out.push_str(&compact_json(other)),
         }
-        if let Value::Array(results) = results {
-            if !results.is_empty() {
-                out.push_str("\nResults:");
-                let mut n = 0;
-                for result in results {
-                    let Value::Object(result) = result else {
-                        continue;
-                    };
-                    n += 1;
-                    let title = text_field(result, &["title"]).unwrap_or("No title");
-                    let body = text_field(result, &["snippet", "body"]).unwrap_or("No content");
-                    let _ = write!(out, "\n{n}. {title}\n   {body}");
-                }
+        if let Value::Array(results) = results
+            && !results.is_empty()
+        {
+            out.push_str("\nResults:");
+            let mut n = 0;
+            for result in results {
+                let Value::Object(result) = result else {
+                    continue;
+                };
+                n += 1;
+                let title = text_field(result, &["title"]).unwrap_or("No title");
+                let body = text_field(result, &["snippet", "body"]).unwrap_or("No content");
+                let _ = write!(out, "\n{n}. {title}\n   {body}");
             }
         }
         return Some(out);
@@ -179,11 +179,11 @@ pub fn render_plan(plan: &Value) -> String {
             let _ = write!(out, "/{node_type}");
         }
         let _ = write!(out, ": {goal}");
-        if let Some(Value::Array(deps)) = task.get("depends_on_indices") {
-            if !deps.is_empty() {
-                let deps: Vec<String> = deps.iter().map(compact_json).collect();
-                let _ = write!(out, " (depends on {})", deps.join(", "));
-            }
+        if let Some(Value::Array(deps)) = task.get("depends_on_indices")
+            && !deps.is_empty()
+        {
+            let deps: Vec<String> = deps.iter().map(compact_json).collect();
+            let _ = write!(out, " (depends on {})", deps.join(", "));
         }
     }
     out

@@ -332,17 +332,17 @@ impl ContextBuilderService {
 
     async fn build_in_span(&self, request: ContextRequest) -> Result<AgentTaskInput, BuildError> {
         if self.options.cache_entries > 0 {
-            if let Some(entry) = self.cache.get(&request) {
-                if CatchUnwind::new(self.still_valid(&entry)).await == Ok(true) {
-                    self.metrics.cache_hit();
-                    self.metrics
-                        .built(request.context_type, entry.result.token_count);
-                    tracing::debug!(
-                        tokens = entry.result.token_count,
-                        "context served from cache"
-                    );
-                    return Ok(entry.result.clone());
-                }
+            if let Some(entry) = self.cache.get(&request)
+                && CatchUnwind::new(self.still_valid(&entry)).await == Ok(true)
+            {
+                self.metrics.cache_hit();
+                self.metrics
+                    .built(request.context_type, entry.result.token_count);
+                tracing::debug!(
+                    tokens = entry.result.token_count,
+                    "context served from cache"
+                );
+                return Ok(entry.result.clone());
             }
             self.metrics.cache_miss();
         }
@@ -419,10 +419,10 @@ impl ContextBuilderService {
     /// Whether every read behind `entry` would give the same answer now: one batched re-read of
     /// the records, one indexed `children` call per children list, and the index generation.
     async fn still_valid(&self, entry: &CacheEntry) -> bool {
-        if let Some(generation) = entry.similarity {
-            if self.similarity.generation() != Some(generation) {
-                return false;
-            }
+        if let Some(generation) = entry.similarity
+            && self.similarity.generation() != Some(generation)
+        {
+            return false;
         }
         let Ok(now) = self.store.get_many(&entry.ids).await else {
             return false;
@@ -457,10 +457,10 @@ impl ContextBuilderService {
 
     /// The memoised texts of `record` at its current revision.
     fn prepare(&self, record: &Arc<TaskRecord>) -> Arc<Prepared> {
-        if let Some(prepared) = self.prepared.get(&record.task_id) {
-            if same_record(Some(&prepared.record), Some(record)) {
-                return prepared;
-            }
+        if let Some(prepared) = self.prepared.get(&record.task_id)
+            && same_record(Some(&prepared.record), Some(record))
+        {
+            return prepared;
         }
         let prepared = Arc::new(Prepared {
             record: Arc::clone(record),
@@ -721,37 +721,36 @@ impl ContextBuilderService {
         }
 
         // 3. Prior DONE siblings.
-        if plan.uses(Source::PriorSiblings) {
-            if let Some(pos) = position {
-                for sibling in siblings[..pos].iter().flatten() {
-                    self.push_record(
-                        &mut candidates,
-                        &mut used,
-                        &mut warnings,
-                        sibling,
-                        SourceKind::PriorSibling,
-                        RELEVANCE_PRIOR_SIBLING,
-                        "prerequisite_sibling_output",
-                    );
-                }
+        if plan.uses(Source::PriorSiblings)
+            && let Some(pos) = position
+        {
+            for sibling in siblings[..pos].iter().flatten() {
+                self.push_record(
+                    &mut candidates,
+                    &mut used,
+                    &mut warnings,
+                    sibling,
+                    SourceKind::PriorSibling,
+                    RELEVANCE_PRIOR_SIBLING,
+                    "prerequisite_sibling_output",
+                );
             }
         }
 
         // The parent's own output (planning).
-        if plan.uses(Source::ParentOutput) {
-            if let Some(parent) = &parent {
-                if matches!(parent.status, TaskStatus::Done | TaskStatus::PlanDone) {
-                    self.push_record(
-                        &mut candidates,
-                        &mut used,
-                        &mut warnings,
-                        parent,
-                        SourceKind::ParentOutput,
-                        RELEVANCE_PARENT_OUTPUT,
-                        gather::parent_output_label(parent),
-                    );
-                }
-            }
+        if plan.uses(Source::ParentOutput)
+            && let Some(parent) = &parent
+            && matches!(parent.status, TaskStatus::Done | TaskStatus::PlanDone)
+        {
+            self.push_record(
+                &mut candidates,
+                &mut used,
+                &mut warnings,
+                parent,
+                SourceKind::ParentOutput,
+                RELEVANCE_PARENT_OUTPUT,
+                gather::parent_output_label(parent),
+            );
         }
 
         // 5. Goal references, in the same plan tree only (reference B15).
@@ -768,19 +767,19 @@ impl ContextBuilderService {
         }
 
         // 4. Later DONE siblings (the strategy only asks for WRITE and THINK tasks).
-        if plan.uses(Source::LaterSiblings) {
-            if let Some(pos) = position {
-                for sibling in siblings[pos + 1..].iter().flatten() {
-                    self.push_record(
-                        &mut candidates,
-                        &mut used,
-                        &mut warnings,
-                        sibling,
-                        SourceKind::LaterSibling,
-                        RELEVANCE_LATER_SIBLING,
-                        "later_sibling_output",
-                    );
-                }
+        if plan.uses(Source::LaterSiblings)
+            && let Some(pos) = position
+        {
+            for sibling in siblings[pos + 1..].iter().flatten() {
+                self.push_record(
+                    &mut candidates,
+                    &mut used,
+                    &mut warnings,
+                    sibling,
+                    SourceKind::LaterSibling,
+                    RELEVANCE_LATER_SIBLING,
+                    "later_sibling_output",
+                );
             }
         }
 

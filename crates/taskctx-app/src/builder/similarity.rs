@@ -141,11 +141,11 @@ fn indexed_text(record: &TaskRecord) -> Option<String> {
         return None;
     }
     let mut text = record.goal.clone();
-    if let Some(summary) = &record.output_summary {
-        if !is_generic_summary(summary) {
-            text.push('\n');
-            text.push_str(summary);
-        }
+    if let Some(summary) = &record.output_summary
+        && !is_generic_summary(summary)
+    {
+        text.push('\n');
+        text.push_str(summary);
     }
     if text.trim().is_empty() {
         None
@@ -188,10 +188,10 @@ impl Inner {
         if let Some(doc) = self.docs.remove(&doc_id) {
             self.total_len -= u64::from(doc.len);
             for (term, _) in doc.terms {
-                if let Some(list) = self.postings.get_mut(term as usize) {
-                    if let Ok(pos) = list.binary_search_by_key(&doc_id, |(d, _)| *d) {
-                        list.remove(pos);
-                    }
+                if let Some(list) = self.postings.get_mut(term as usize)
+                    && let Ok(pos) = list.binary_search_by_key(&doc_id, |(d, _)| *d)
+                {
+                    list.remove(pos);
                 }
             }
         }
@@ -235,6 +235,9 @@ impl Inner {
     }
 }
 
+/// A memoised answer: the index generation it is valid for, and the hits.
+type Answer = (u64, Arc<Vec<SimilarHit>>);
+
 /// An in-memory BM25 index over DONE records (goal plus specific summary). Thread-safe; see the
 /// module docs for its lifecycle.
 pub struct Bm25Index {
@@ -242,7 +245,7 @@ pub struct Bm25Index {
     config: Bm25Config,
     /// Answers per (query, limit), valid for one generation: repeated builds of one task do not
     /// search again while nothing changes.
-    answers: Memo<(String, usize), (u64, Arc<Vec<SimilarHit>>)>,
+    answers: Memo<(String, usize), Answer>,
 }
 
 impl Default for Bm25Index {
@@ -392,10 +395,10 @@ fn add_by_lookup(
     weight: &dyn Fn(u32, u32) -> f64,
 ) {
     for (doc, score) in scores.iter_mut() {
-        if let Some(d) = inner.docs.get(doc) {
-            if let Ok(pos) = d.terms.binary_search_by_key(&term, |(t, _)| *t) {
-                *score += idf * weight(d.terms[pos].1, d.len);
-            }
+        if let Some(d) = inner.docs.get(doc)
+            && let Ok(pos) = d.terms.binary_search_by_key(&term, |(t, _)| *t)
+        {
+            *score += idf * weight(d.terms[pos].1, d.len);
         }
     }
 }
@@ -405,10 +408,10 @@ impl SimilarityIndex for Bm25Index {
     async fn search(&self, query: &str, limit: usize) -> Result<Vec<SimilarHit>, SimilarityError> {
         let generation = self.read().generation;
         let key = (query.to_string(), limit);
-        if let Some((g, hits)) = self.answers.get(&key) {
-            if g == generation {
-                return Ok(hits.as_ref().clone());
-            }
+        if let Some((g, hits)) = self.answers.get(&key)
+            && g == generation
+        {
+            return Ok(hits.as_ref().clone());
         }
         let hits = self.search_uncached(query, limit);
         let weight = query.len() + hits.len() * 64 + 64;
@@ -425,10 +428,10 @@ impl SimilarityIndex for Bm25Index {
         let fp = fingerprint(&text);
         {
             let inner = self.read();
-            if let Some(doc) = inner.by_task.get(&record.task_id) {
-                if inner.docs.get(doc).is_some_and(|d| d.fingerprint == fp) {
-                    return;
-                }
+            if let Some(doc) = inner.by_task.get(&record.task_id)
+                && inner.docs.get(doc).is_some_and(|d| d.fingerprint == fp)
+            {
+                return;
             }
         }
         let mut inner = self.write();
