@@ -352,3 +352,132 @@ pub(crate) fn status_note(status: TaskStatus) -> &'static str {
         _ => "[no result yet]",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(kind: SourceKind, id: &str, content: &str) -> ContextItem {
+        ContextItem {
+            source_task_id: id.into(),
+            source_task_goal: format!("goal of {id}"),
+            content: content.into(),
+            content_type: String::new(),
+            relevance: 1.0,
+            tokens: 1,
+            kind,
+            pinned: false,
+            status: Some(TaskStatus::Done),
+            selection: ContentSelection::Output,
+        }
+    }
+
+    fn entry(id: &str, layer: u32, summary: Option<&str>) -> HierarchyEntry {
+        HierarchyEntry {
+            task_id: id.into(),
+            goal: format!("goal of {id}"),
+            layer: Some(layer),
+            task_type: TaskType::Think,
+            node_type: None,
+            status: TaskStatus::PlanDone,
+            summary: summary.map(str::to_string),
+        }
+    }
+
+    fn view<'a>(
+        layout: Layout,
+        hierarchy: &'a [HierarchyEntry],
+        items: &'a [ContextItem],
+    ) -> FormatView<'a> {
+        FormatView {
+            layout,
+            current_task_id: "t",
+            current_goal: "do it",
+            current_task_type: TaskType::Write,
+            current_layer: Some(2),
+            overall_project_goal: Some("the project"),
+            parent_hierarchy: hierarchy,
+            ancestors_not_shown: 1,
+            items,
+        }
+    }
+
+    #[test]
+    fn full_layout_orders_objective_hierarchy_task_then_sections() {
+        let hierarchy = [entry("r", 0, None), entry("r.1", 1, Some("it went well"))];
+        let items = [
+            item(SourceKind::Dependency, "r.1.1", "dep output"),
+            item(SourceKind::Additional, "additional:notes", "extra"),
+        ];
+        let text = format_view(&view(Layout::Execution, &hierarchy, &items));
+        assert_eq!(
+            text,
+            "Overall Objective: the project\n\n\
+             Parent Tasks (root-most first):\n(1 higher ancestor level not shown)\n\
+             [L0] r: goal of r\n[L1] r.1: goal of r.1 (immediate parent)\n  Outcome: it went well\n\n\
+             Current Task:\nTask ID: t\nType: WRITE\nLayer: 2\nGoal: do it\n\n\
+             === Task Dependencies ===\n\n\
+             Task ID: r.1.1\nGoal: goal of r.1.1\nOutput:\ndep output\n\n\
+             === Additional Context ===\n\n\
+             Source: notes\nContent:\nextra"
+        );
+    }
+
+    #[test]
+    fn minimal_layout_is_one_paragraph() {
+        let hierarchy = [entry("r", 0, Some("ignored in minimal"))];
+        let text = format_view(&view(Layout::Minimal, &hierarchy, &[]));
+        assert_eq!(
+            text,
+            "Current Task: do it\nTask Type: WRITE\nLayer: 2\nParent Task: goal of r\n\
+             Overall Objective: the project"
+        );
+    }
+
+    #[test]
+    fn aggregation_children_show_status_and_errors() {
+        let mut failed = item(SourceKind::Child, "c.2", "boom");
+        failed.status = Some(TaskStatus::Failed);
+        failed.selection = ContentSelection::Error;
+        failed.content_type = "child_failed_output".into();
+        let items = [item(SourceKind::Child, "c.1", "fine"), failed];
+        let text = format_view(&view(Layout::Aggregation, &[], &items));
+        assert!(text.contains("Aggregating Task:\nTask ID: t\nType: WRITE"));
+        assert!(text.contains("Status: DONE\nOutput:\nfine"));
+        assert!(text.contains("Status: FAILED\nError (child_failed_output):\nboom"));
+        assert_eq!(text.matches("=== Child Task Results ===").count(), 1);
+    }
+
+    #[test]
+    fn nothing_to_show_renders_nothing_and_output_is_stable() {
+        let mut empty = view(Layout::Execution, &[], &[]);
+        empty.current_goal = "";
+        empty.overall_project_goal = None;
+        assert_eq!(format_view(&empty), "");
+        let items = [item(SourceKind::PriorSibling, "s", "x")];
+        let v = view(Layout::Planning, &[], &items);
+        assert_eq!(format_view(&v), format_view(&v));
+        assert!(
+            format_view(&v).contains("Task To Plan:\nTask ID: t\nType: WRITE\nPlanning Depth: 2")
+        );
+    }
+
+    #[test]
+    fn sections_follow_the_documented_order() {
+        let mut ranks: Vec<usize> = SECTION_ORDER.iter().map(|k| section_rank(*k)).collect();
+        let sorted = {
+            let mut r = ranks.clone();
+            r.sort_unstable();
+            r
+        };
+        assert_eq!(ranks, sorted);
+        ranks.dedup();
+        assert_eq!(ranks.len(), SECTION_ORDER.len());
+        assert_eq!(section_rank(SourceKind::CurrentTask), SECTION_ORDER.len());
+        assert!(
+            SECTION_ORDER
+                .iter()
+                .all(|k| !section_heading(*k).is_empty())
+        );
+    }
+}
