@@ -232,6 +232,11 @@ fn plant(tree: &mut [TaskRecord], secrets: &[Secret]) {
     if let Some(r) = tree.iter_mut().find(|r| r.task_id.as_str() == "root.2.4") {
         r.status = TaskStatus::Failed;
     }
+    // A DONE dependency of root.2.3 without any output: shown as a note with its id and goal.
+    if let Some(r) = tree.iter_mut().find(|r| r.task_id.as_str() == "root.2.2") {
+        r.output_content = None;
+        r.output_summary = Some("Completed with Nothing".into());
+    }
 }
 
 fn secret_request(target: &str, t: ContextType, secrets: &[Secret]) -> ContextRequest {

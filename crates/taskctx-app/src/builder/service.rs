@@ -714,7 +714,9 @@ impl ContextBuilderService {
                     "explicit_dependency_output",
                     order,
                 )
-                .unwrap_or_else(|| note_candidate(SourceKind::Dependency, &record, order));
+                .unwrap_or_else(|| {
+                    note_candidate(SourceKind::Dependency, &self.prepare(&record), order)
+                });
                 used.insert(id.clone());
                 candidates.push(candidate);
             }
@@ -1705,7 +1707,8 @@ impl ContextBuilderService {
                 ));
                 continue;
             };
-            if selection == ContentSelection::Summary || selection == ContentSelection::Summarized {
+            // Shortened: anything but the item's own primary text (`shell.selection`).
+            if selection != shell.selection {
                 let reason = if decision
                     == (Decision::Keep {
                         content_budget: None,
@@ -2034,14 +2037,15 @@ fn omit(
 
 /// A DONE record without content, as a note item (dependencies are shown even when empty, so
 /// the agent knows the dependency produced nothing).
-fn note_candidate(kind: SourceKind, record: &Arc<TaskRecord>, order: usize) -> Candidate {
+fn note_candidate(kind: SourceKind, p: &Prepared, order: usize) -> Candidate {
+    // The redacted id and goal: a note item shows them as they are.
     Candidate {
         kind,
-        source_id: record.task_id.as_str().to_string(),
-        label_goal: Some(record.goal.clone()),
+        source_id: p.id.clone(),
+        label_goal: Some(p.goal.clone()),
         default_label: "explicit_dependency_output",
         forced_label: None,
-        status: Some(record.status),
+        status: Some(p.record.status),
         relevance: RELEVANCE_PINNED,
         pinned: true,
         order,
