@@ -494,3 +494,24 @@ async fn the_default_service_counts_real_bpe_tokens() {
         assert_eq!(format_input(&ctx), ctx.formatted);
     }
 }
+
+#[tokio::test]
+async fn the_service_is_shareable_and_its_futures_can_be_spawned() {
+    fn send_sync<T: Send + Sync + 'static>(_: &T) {}
+    let store = research_store().await;
+    let service = Arc::new(service(&store).await);
+    send_sync(&service);
+    let shared = Arc::clone(&service);
+    let handle = tokio::spawn(async move {
+        shared
+            .build(request("root.2.3", ContextType::Execution))
+            .await
+            .unwrap()
+    });
+    let spawned = handle.await.unwrap();
+    let local = service
+        .build(request("root.2.3", ContextType::Execution))
+        .await
+        .unwrap();
+    assert_eq!(spawned, local);
+}

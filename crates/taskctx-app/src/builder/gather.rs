@@ -118,7 +118,7 @@ pub(crate) async fn ancestors(
     task: &TaskRecord,
     limit: usize,
     warnings: &mut Vec<BuildWarning>,
-    redact: &dyn Fn(&str) -> String,
+    redact: &(dyn Fn(&str) -> String + Sync),
 ) -> StoreResult<Ancestry> {
     let mut chain: Vec<Arc<TaskRecord>> = Vec::new();
     // A chain is at most 20 long: a vector beats a hash set here.
@@ -284,7 +284,7 @@ pub(crate) fn declared_dependencies(
     parent: Option<&TaskRecord>,
     position: Option<usize>,
     warnings: &mut Vec<BuildWarning>,
-    redact: &dyn Fn(&str) -> String,
+    redact: &(dyn Fn(&str) -> String + Sync),
 ) -> Vec<TaskId> {
     let mut out: Vec<TaskId> = Vec::new();
     let me = Some(redact(task.task_id.as_str()));
