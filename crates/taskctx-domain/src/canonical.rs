@@ -34,6 +34,19 @@ pub fn write_canonical_json(value: &Value, out: &mut String) {
     }
 }
 
+/// How error messages name the kind of a JSON value: "null", "a boolean", "a number",
+/// "a string", "an array", "an object".
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// The canonical JSON text of `value` as a new string.
 pub fn canonical_json(value: &Value) -> String {
     let mut out = String::new();
@@ -68,29 +81,32 @@ fn write_member(index: usize, key: &str, value: &Value, out: &mut String) {
     write_canonical_json(value, out);
 }
 
-/// Writes `s` as a JSON string literal, escaping exactly what serde_json escapes.
+/// Writes `s` as a JSON string literal, escaping exactly what serde_json escapes. Every byte
+/// that needs escaping is ASCII, and no byte of a multi-byte UTF-8 sequence is, so the scan runs
+/// over bytes and copies the runs between escapes whole.
 fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
     let mut run_start = 0;
-    for (i, c) in s.char_indices() {
-        let escaped = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            '\u{08}' => "\\b",
-            '\u{0c}' => "\\f",
-            c if (c as u32) < 0x20 => "",
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
             _ => continue,
         };
+        // `i` is an ASCII byte's index, so both slices end on character boundaries.
         out.push_str(&s[run_start..i]);
         if escaped.is_empty() {
-            let _ = write!(out, "\\u{:04x}", c as u32);
+            let _ = write!(out, "\\u{b:04x}");
         } else {
             out.push_str(escaped);
         }
-        run_start = i + c.len_utf8();
+        run_start = i + 1;
     }
     out.push_str(&s[run_start..]);
     out.push('"');

@@ -9,7 +9,6 @@
 //! optimised" is true exactly when something was removed (AIECS always returned `False`).
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 
 use crate::canonical::write_canonical_json;
 use crate::tokens::TokenCounter;
@@ -116,26 +115,38 @@ impl Selection {
 }
 
 /// Computes which entries [`optimize_history`] would keep. O(n) in the number of entries plus the
-/// size of their data; the only allocations are the keep mask and one key per distinct entry.
+/// size of their data. Every key is written once into one shared buffer and the set of seen keys
+/// borrows from it, so each entry costs one hash and one probe and no allocation of its own.
 pub fn select_optimized(history: &[ContextUpdate], budget: SizeBudget<'_>) -> Selection {
     let limit = budget.limit();
     let mut keep = vec![false; history.len()];
     let mut report = OptimizeReport::default();
-    let mut seen: HashSet<Box<str>> = HashSet::with_capacity(history.len());
-    let mut key = String::new();
-    for (index, update) in history.iter().enumerate().rev() {
-        key.clear();
-        // Length-prefixing the type makes the key unambiguous whatever the type contains.
+    // Each key is the length-prefixed type (unambiguous whatever the type contains), `:`, and
+    // the canonical JSON of the data; `starts[i]` is where entry i's key begins and where its
+    // data begins inside it.
+    let mut keys = String::with_capacity(history.len() * 32);
+    let mut starts: Vec<(usize, usize)> = Vec::with_capacity(history.len());
+    for update in history {
+        let start = keys.len();
         let kind = update.update_type.as_str();
-        let _ = write!(key, "{}:{kind}", kind.len());
-        let data_start = key.len();
-        write_canonical_json(&update.data, &mut key);
-        if seen.contains(key.as_str()) {
+        push_decimal(kind.len(), &mut keys);
+        keys.push(':');
+        keys.push_str(kind);
+        let data_start = keys.len();
+        write_canonical_json(&update.data, &mut keys);
+        starts.push((start, data_start));
+    }
+    let mut seen: HashSet<&str> = HashSet::with_capacity(history.len());
+    let mut end = keys.len();
+    for (index, &(start, data_start)) in starts.iter().enumerate().rev() {
+        let key = &keys[start..end];
+        let data = &keys[data_start..end];
+        end = start;
+        if !seen.insert(key) {
             report.removed_duplicates += 1;
             continue;
         }
-        let size = budget.measure(&key[data_start..]);
-        seen.insert(key.as_str().into());
+        let size = budget.measure(data);
         match report.kept_size.checked_add(size) {
             Some(total) if total <= limit => {
                 report.kept_size = total;
@@ -148,6 +159,23 @@ pub fn select_optimized(history: &[ContextUpdate], budget: SizeBudget<'_>) -> Se
         }
     }
     Selection { keep, report }
+}
+
+/// Appends `n` in decimal (cheaper than `write!` for the one integer of each key).
+fn push_decimal(mut n: usize, out: &mut String) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
 }
 
 /// Optimises `history` in place to `budget` and reports what was removed.
