@@ -10,7 +10,7 @@ mod time;
 mod tokens;
 mod update;
 
-pub use canonical::{canonical_json, write_canonical_json};
+pub use canonical::{canonical_json, json_kind, write_canonical_json};
 pub use history::{active_metadata, truncate_history};
 pub use id::{ChatId, IdError, MAX_ID_BYTES, TaskId, UserId};
 pub use optimize::{OptimizeReport, Selection, SizeBudget, optimize_history, select_optimized};

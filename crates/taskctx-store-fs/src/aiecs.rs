@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize as _;
 use serde_json::error::Category;
-use taskctx_domain::{ChatId, ContextUpdate, IdError, Map, Value};
+use taskctx_domain::{ChatId, ContextUpdate, IdError, Map, Value, json_kind};
 use taskctx_store::{HistoryStore, StoreError};
 
 use crate::fsutil;
@@ -226,7 +226,7 @@ pub fn parse_history(bytes: &[u8]) -> Result<Vec<ContextUpdate>, ParseError> {
     })?;
     let Value::Array(entries) = value else {
         return Err(ParseError::NotAnArray {
-            found: kind_of(&value),
+            found: json_kind(&value),
         });
     };
     for (index, entry) in entries.iter().enumerate() {
@@ -464,17 +464,6 @@ fn message(error: &serde_json::Error) -> String {
     let text = error.to_string();
     let suffix = format!(" at line {} column {}", error.line(), error.column());
     text.strip_suffix(&suffix).unwrap_or(&text).to_owned()
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn newline(out: &mut String, depth: usize) {

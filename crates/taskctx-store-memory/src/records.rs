@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use taskctx_domain::{TaskId, TaskRecord, TaskStatus};
-use taskctx_store::{PutRecord, RecordStats, RecordStore, StoreError, StoreResult, order_children};
+use taskctx_store::{
+    PutRecord, RecordStats, RecordStore, StoreError, StoreResult, order_children,
+    reject_duplicate_ids,
+};
 
 /// Enough shards that two or more reader threads rarely touch the same lock word.
 const SHARDS: usize = 32;
@@ -143,14 +146,6 @@ fn remove_child(children: &mut ChildIndex, parent: &TaskId, child: &TaskId) {
     }
 }
 
-fn conflict(id: &TaskId, expected: u64, actual: u64) -> StoreError {
-    StoreError::Conflict {
-        what: format!("task record `{id}`"),
-        expected,
-        actual,
-    }
-}
-
 #[async_trait]
 impl RecordStore for MemoryRecordStore {
     async fn put(
@@ -167,7 +162,11 @@ impl RecordStore for MemoryRecordStore {
         if let Some(expected) = expected_revision
             && expected != actual
         {
-            return Err(conflict(&record.task_id, expected, actual));
+            return Err(StoreError::record_conflict(
+                &record.task_id,
+                expected,
+                actual,
+            ));
         }
         record.revision = actual + 1;
         let revision = record.revision;
@@ -181,13 +180,7 @@ impl RecordStore for MemoryRecordStore {
             .writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut seen = HashSet::with_capacity(batch.len());
-        if let Some(put) = batch.iter().find(|put| !seen.insert(&put.record.task_id)) {
-            return Err(StoreError::InvalidInput(format!(
-                "task record `{}` appears twice in one batch",
-                put.record.task_id
-            )));
-        }
+        reject_duplicate_ids(&batch)?;
         let mut revisions = Vec::with_capacity(batch.len());
         for put in &batch {
             let id = &put.record.task_id;
@@ -195,7 +188,7 @@ impl RecordStore for MemoryRecordStore {
             if let Some(expected) = put.expected_revision
                 && expected != actual
             {
-                return Err(conflict(id, expected, actual));
+                return Err(StoreError::record_conflict(id, expected, actual));
             }
             revisions.push(actual + 1);
         }

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sled::transaction::{Transactional, TransactionalTree};
 use taskctx_domain::{TaskId, TaskRecord, TaskStatus};
-use taskctx_store::{PutRecord, RecordStats, RecordStore, StoreError, StoreResult, order_children};
+use taskctx_store::{
+    PutRecord, RecordStats, RecordStore, StoreError, StoreResult, order_children,
+    reject_duplicate_ids,
+};
 
 use crate::codec::{CHILDREN_TREE, decode_record, encode_record, record_location};
 use crate::error::{TxResult, abort, from_sled, from_transaction};
@@ -29,14 +32,6 @@ pub struct SledRecordStore {
 impl SledRecordStore {
     pub(crate) fn new(inner: Arc<Inner>) -> Self {
         Self { inner }
-    }
-}
-
-fn conflict(id: &TaskId, expected: u64, actual: u64) -> StoreError {
-    StoreError::Conflict {
-        what: format!("task record `{id}`"),
-        expected,
-        actual,
     }
 }
 
@@ -74,7 +69,7 @@ fn put_in(
     if let Some(expected) = put.expected_revision
         && expected != actual
     {
-        return abort(conflict(id, expected, actual));
+        return abort(StoreError::record_conflict(id, expected, actual));
     }
     let Some(revision) = actual.checked_add(1) else {
         return abort(StoreError::InvalidInput(format!(
@@ -213,14 +208,7 @@ impl RecordStore for SledRecordStore {
     }
 
     async fn put_many(&self, batch: Vec<PutRecord>) -> StoreResult<Vec<u64>> {
-        // Rejected before any precondition is looked at, like the memory store does.
-        let mut seen = HashSet::with_capacity(batch.len());
-        if let Some(put) = batch.iter().find(|put| !seen.insert(&put.record.task_id)) {
-            return Err(StoreError::InvalidInput(format!(
-                "task record `{}` appears twice in one batch",
-                put.record.task_id
-            )));
-        }
+        reject_duplicate_ids(&batch)?;
         if batch.is_empty() {
             return Ok(Vec::new());
         }

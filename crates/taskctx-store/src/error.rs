@@ -2,7 +2,7 @@
 
 use std::io;
 
-use taskctx_domain::IdError;
+use taskctx_domain::{IdError, TaskId};
 
 /// What went wrong in a store. Variants say what happened, not which backend it happened in;
 /// adapters map their private errors into these.
@@ -95,6 +95,15 @@ impl StoreError {
         Self::Io {
             action: action.into(),
             source,
+        }
+    }
+
+    /// The [`StoreError::Conflict`] of a task record whose revision is not the expected one.
+    pub fn record_conflict(id: &TaskId, expected: u64, actual: u64) -> Self {
+        Self::Conflict {
+            what: format!("task record `{id}`"),
+            expected,
+            actual,
         }
     }
 

@@ -8,7 +8,7 @@ mod record;
 pub use error::{StoreError, StoreResult};
 pub use ext::{HistoryStoreExt, RecordStoreExt};
 pub use history::{ChatSummary, HistoryStats, HistoryStore};
-pub use record::{PutRecord, RecordStats, RecordStore, order_children};
+pub use record::{PutRecord, RecordStats, RecordStore, order_children, reject_duplicate_ids};
 
 #[cfg(feature = "mocks")]
 pub use history::MockHistoryStore;

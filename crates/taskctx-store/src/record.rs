@@ -1,6 +1,6 @@
 //! The `RecordStore` port: task records of hierarchical plans, with revisions and a children index.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use taskctx_domain::{TaskId, TaskRecord, TaskStatus};
 
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 
 /// One write of a batch: the record and the revision the writer expects the store to hold.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,6 +174,19 @@ macro_rules! forward_record_store {
 
 forward_record_store!(Arc<T>);
 forward_record_store!(Box<T>);
+
+/// Rejects a batch that names one task twice, as the contract requires before any precondition is
+/// looked at (each store calls this first, so all of them refuse alike).
+pub fn reject_duplicate_ids(batch: &[PutRecord]) -> StoreResult<()> {
+    let mut seen = HashSet::with_capacity(batch.len());
+    match batch.iter().find(|put| !seen.insert(&put.record.task_id)) {
+        Some(put) => Err(StoreError::InvalidInput(format!(
+            "task record `{}` appears twice in one batch",
+            put.record.task_id
+        ))),
+        None => Ok(()),
+    }
+}
 
 /// Orders `children` of `parent` as the contract says: plan order first, then unlisted ones by id.
 /// Adapters call this on the records their index returns, so every adapter orders alike.

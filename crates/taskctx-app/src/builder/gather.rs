@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use regex::Regex;
 use taskctx_domain::{
     DEPENDENCY_IDS, DEPENDS_ON_INDICES, NodeType, TaskId, TaskRecord, TaskStatus, Value,
-    is_generic_summary,
+    is_generic_summary, json_kind,
 };
 use taskctx_store::{RecordStore, StoreResult};
 
@@ -360,7 +360,7 @@ pub(crate) fn declared_dependencies(
             warnings,
             format!(
                 "`{DEPENDS_ON_INDICES}` is not a list ({}); ignored",
-                kind_of(other)
+                json_kind(other)
             ),
         ),
     }
@@ -373,7 +373,7 @@ pub(crate) fn declared_dependencies(
                     _ => {
                         warn(
                             warnings,
-                            format!("dependency id {} is not a string; ignored", kind_of(raw)),
+                            format!("dependency id {} is not a string; ignored", json_kind(raw)),
                         );
                         continue;
                     }
@@ -399,22 +399,11 @@ pub(crate) fn declared_dependencies(
             warnings,
             format!(
                 "`{DEPENDENCY_IDS}` is not a list ({}); ignored",
-                kind_of(other)
+                json_kind(other)
             ),
         ),
     }
     out
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 static GOAL_REFERENCE: LazyLock<Option<Regex>> =

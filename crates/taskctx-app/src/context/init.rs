@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use taskctx_domain::{ChatId, UserId};
+use taskctx_domain::{ChatId, UserId, json_kind};
 
 use super::error::ContextError;
 
@@ -59,7 +59,7 @@ impl ContextInit {
         let Some(object) = data.as_object() else {
             return Err(ContextError::InvalidData(format!(
                 "expected a JSON object, got {}",
-                kind_of(data)
+                json_kind(data)
             )));
         };
         let id_field = |key: &str| -> Result<Option<String>, ContextError> {
@@ -70,7 +70,7 @@ impl ContextInit {
                 Some(Value::Number(n)) => Ok(Some(n.to_string())),
                 Some(other) => Err(ContextError::InvalidData(format!(
                     "`{key}` must be a string, got {}",
-                    kind_of(other)
+                    json_kind(other)
                 ))),
             }
         };
@@ -82,7 +82,7 @@ impl ContextInit {
             Some(other) => {
                 return Err(ContextError::InvalidData(format!(
                     "`metadata` must be an object, got {}",
-                    kind_of(other)
+                    json_kind(other)
                 )));
             }
         };
@@ -97,14 +97,14 @@ impl ContextInit {
                     Value::Bool(b) => Ok((k.clone(), *b)),
                     other => Err(ContextError::InvalidData(format!(
                         "`metadata_toggles.{k}` must be true or false, got {}",
-                        kind_of(other)
+                        json_kind(other)
                     ))),
                 })
                 .collect::<Result<_, _>>()?,
             Some(other) => {
                 return Err(ContextError::InvalidData(format!(
                     "`metadata_toggles` must be an object, got {}",
-                    kind_of(other)
+                    json_kind(other)
                 )));
             }
         };
@@ -114,17 +114,6 @@ impl ContextInit {
             metadata,
             metadata_toggles,
         })
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

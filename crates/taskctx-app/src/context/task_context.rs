@@ -493,6 +493,21 @@ impl TaskContext {
                 }
             }
         };
+        if self.inner.store.is_none() {
+            // Nothing to rewrite in a store: filter in place under the state lock, moving the
+            // kept updates instead of copying them. The save lock keeps it apart from a
+            // concurrent truncation, which plans and installs under that lock.
+            let _saving = self.inner.save_lock.lock().await;
+            let mut state = self.state();
+            let selection = select_optimized(&state.history, size_budget);
+            let report = selection.report();
+            if report.optimized() {
+                selection.apply(&mut state.history);
+                state.persisted = state.history.len();
+                state.trackers = Trackers::from_history(&state.history);
+            }
+            return Ok(report);
+        }
         self.rewrite(|history| {
             let selection = select_optimized(history, size_budget);
             let report = selection.report();

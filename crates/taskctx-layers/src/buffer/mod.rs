@@ -552,14 +552,6 @@ impl<S: RecordStore> fmt::Debug for BufferedRecordStore<S> {
     }
 }
 
-fn conflict(id: &TaskId, expected: u64, actual: u64) -> StoreError {
-    StoreError::Conflict {
-        what: format!("task record `{id}`"),
-        expected,
-        actual,
-    }
-}
-
 #[async_trait]
 impl<S: RecordStore> RecordStore for BufferedRecordStore<S> {
     /// Buffer: checks `expected_revision` against the newest buffered revision of the record,
@@ -588,7 +580,7 @@ impl<S: RecordStore> RecordStore for BufferedRecordStore<S> {
         if let Some(expected) = expected_revision
             && expected != current
         {
-            return Err(conflict(&id, expected, current));
+            return Err(StoreError::record_conflict(&id, expected, current));
         }
         record.revision = current + 1;
         let revision = record.revision;

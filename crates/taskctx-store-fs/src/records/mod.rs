@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use taskctx_domain::{TaskId, TaskRecord, TaskStatus};
-use taskctx_store::{PutRecord, RecordStats, RecordStore, StoreError, StoreResult, order_children};
+use taskctx_store::{
+    PutRecord, RecordStats, RecordStore, StoreError, StoreResult, order_children,
+    reject_duplicate_ids,
+};
 
 use crate::fsutil::{self, blocking, describe_json_error, io_error};
 use crate::names;
@@ -94,14 +97,6 @@ impl FsRecordStore {
     }
 }
 
-fn conflict(id: &TaskId, expected: u64, actual: u64) -> StoreError {
-    StoreError::Conflict {
-        what: format!("task record `{id}`"),
-        expected,
-        actual,
-    }
-}
-
 #[async_trait]
 impl RecordStore for FsRecordStore {
     async fn put(&self, record: TaskRecord, expected_revision: Option<u64>) -> StoreResult<u64> {
@@ -111,7 +106,11 @@ impl RecordStore for FsRecordStore {
             if let Some(expected) = expected_revision
                 && expected != actual
             {
-                return Err(conflict(&record.task_id, expected, actual));
+                return Err(StoreError::record_conflict(
+                    &record.task_id,
+                    expected,
+                    actual,
+                ));
             }
             record.revision = actual + 1;
             let revision = record.revision;
@@ -122,13 +121,7 @@ impl RecordStore for FsRecordStore {
     }
 
     async fn put_many(&self, batch: Vec<PutRecord>) -> StoreResult<Vec<u64>> {
-        let mut seen = HashSet::with_capacity(batch.len());
-        if let Some(put) = batch.iter().find(|put| !seen.insert(&put.record.task_id)) {
-            return Err(StoreError::InvalidInput(format!(
-                "task record `{}` appears twice in one batch",
-                put.record.task_id
-            )));
-        }
+        reject_duplicate_ids(&batch)?;
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -140,7 +133,7 @@ impl RecordStore for FsRecordStore {
                 if let Some(expected) = put.expected_revision
                     && expected != actual
                 {
-                    return Err(conflict(id, expected, actual));
+                    return Err(StoreError::record_conflict(id, expected, actual));
                 }
                 revisions.push(actual + 1);
             }
