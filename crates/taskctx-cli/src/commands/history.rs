@@ -295,7 +295,9 @@ fn expand_import_paths(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<std::
 
 async fn import(env: &Env, paths: &[std::path::PathBuf], replace: bool) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
-    let files = expand_import_paths(paths)?;
+    // Listing directories is blocking I/O: keep it off the runtime's threads.
+    let owned = paths.to_vec();
+    let files = tokio::task::spawn_blocking(move || expand_import_paths(&owned)).await??;
     let stores = env.open().await?;
     let mode = if replace {
         aiecs::ImportMode::Replace

@@ -51,7 +51,8 @@ pub(crate) fn parse_records(path: &Path, text: &str) -> anyhow::Result<Vec<TaskR
 }
 
 async fn import(env: &Env, file: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file)
+    let text = tokio::fs::read_to_string(file)
+        .await
         .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
     let records = parse_records(file, &text)?;
     if records.is_empty() {
