@@ -7,6 +7,7 @@
 // A task runner talks to its user on stdout/stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod crash;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("crash") => crash::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print_help();
             Ok(())
@@ -45,7 +47,9 @@ fn print_help() {
          tasks:\n  \
          ci      fmt check, clippy -D warnings (all targets), all tests of every crate incl. doc\n          \
                  tests, and a short crash run (20 cycles per durable adapter)\n  \
-         crash   kill -9 loops against fs and sled [--cycles N (default 200)] [--adapter fs|sled]"
+         crash   kill -9 loops against fs and sled [--cycles N (default 200)] [--adapter fs|sled]\n  \
+         bench   SPEC §8 targets vs the original AIECS code, one table; updates docs/benchmarks.md\n          \
+                 and its plots [--quick (a few minutes)] [--no-original (skip Python)]"
     );
 }
 
