@@ -218,7 +218,7 @@ pub fn tree_ids(n: usize) -> Vec<String> {
 /// depends on its first and third siblings.
 pub fn record(id: &str, seed: u64) -> TaskRecord {
     let depth = id.matches('.').count() as u32;
-    let task_type = if depth % 2 == 0 {
+    let task_type = if depth.is_multiple_of(2) {
         TaskType::Think
     } else {
         TaskType::Write
