@@ -342,8 +342,13 @@ impl TaskContext {
         data: Value,
         metadata: Option<Map<String, Value>>,
     ) -> Result<(), ContextError> {
-        let update =
-            ContextUpdate::new(update_type, data).with_metadata(metadata.unwrap_or_default());
+        // Built whole: `ContextUpdate::new(..).with_metadata(..)` would drop an empty map.
+        let update = ContextUpdate {
+            timestamp: Timestamp::now(),
+            update_type,
+            data,
+            metadata: metadata.unwrap_or_default(),
+        };
         self.push(update).await
     }
 
