@@ -100,20 +100,32 @@ impl Inner {
                 .unwrap_or_else(PoisonError::into_inner);
             shard.insert(record.task_id.clone(), Arc::clone(&record))
         };
+        self.index(previous.as_deref(), record);
+    }
+
+    /// Moves `record`'s children-index entry from `previous`'s parent to its own. Callers hold
+    /// the writer lock.
+    fn index(&self, previous: Option<&TaskRecord>, record: Arc<TaskRecord>) {
         let mut children = self
             .children
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(old_parent) = previous.as_ref().and_then(|p| p.parent_task_id.as_ref())
+        if let Some(old_parent) = previous.and_then(|p| p.parent_task_id.as_ref())
             && record.parent_task_id.as_ref() != Some(old_parent)
         {
             remove_child(&mut children, old_parent, &record.task_id);
         }
         if let Some(parent) = &record.parent_task_id {
-            children
-                .entry(parent.clone())
-                .or_default()
-                .insert(record.task_id.clone(), record);
+            let id = record.task_id.clone();
+            // The parent's id is copied only for its first child.
+            match children.get_mut(parent) {
+                Some(siblings) => {
+                    siblings.insert(id, record);
+                }
+                None => {
+                    children.insert(parent.clone(), BTreeMap::from([(id, record)]));
+                }
+            }
         }
     }
 
@@ -158,7 +170,13 @@ impl RecordStore for MemoryRecordStore {
             .writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let actual = self.inner.get(&record.task_id).map_or(0, |r| r.revision);
+        // One write lock of the record's shard for the revision check and the insert.
+        let mut shard = self
+            .inner
+            .shard(&record.task_id)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let actual = shard.get(&record.task_id).map_or(0, |r| r.revision);
         if let Some(expected) = expected_revision
             && expected != actual
         {
@@ -170,7 +188,10 @@ impl RecordStore for MemoryRecordStore {
         }
         record.revision = actual + 1;
         let revision = record.revision;
-        self.inner.install(Arc::new(record));
+        let record = Arc::new(record);
+        let previous = shard.insert(record.task_id.clone(), Arc::clone(&record));
+        drop(shard);
+        self.inner.index(previous.as_deref(), record);
         Ok(revision)
     }
 
