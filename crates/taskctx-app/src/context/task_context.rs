@@ -110,6 +110,21 @@ struct State {
     trackers: Trackers,
 }
 
+impl State {
+    /// Appends `update` to the history and the trackers. The history grows by half its length
+    /// (at least 4) rather than doubling: most contexts hold a few updates and a process may
+    /// hold thousands of contexts, and growth by half keeps appends amortised O(1). Ten
+    /// updates take 12 slots instead of 16 (A6: 2,076 -> 1,724 bytes per context).
+    fn add(&mut self, update: ContextUpdate) {
+        self.trackers.observe(&update);
+        if self.history.len() == self.history.capacity() {
+            let extra = (self.history.len() / 2).max(4);
+            self.history.reserve_exact(extra);
+        }
+        self.history.push(update);
+    }
+}
+
 /// Configures and opens a [`TaskContext`].
 #[derive(Debug)]
 #[must_use]
@@ -360,9 +375,7 @@ impl TaskContext {
 
     /// Adds to the history and the trackers without saving.
     pub(crate) fn record(&self, update: ContextUpdate) {
-        let mut state = self.state();
-        state.trackers.observe(&update);
-        state.history.push(update);
+        self.state().add(update);
     }
 
     async fn save_if_write_through(&self) -> Result<(), ContextError> {
@@ -438,9 +451,7 @@ impl TaskContext {
             if state.trackers.repeats_last_model(&usage) {
                 return Ok(false);
             }
-            let update = model_update(&usage);
-            state.trackers.observe(&update);
-            state.history.push(update);
+            state.add(model_update(&usage));
         }
         self.save_if_write_through().await?;
         Ok(true)
@@ -568,8 +579,7 @@ impl TaskContext {
         state.trackers = Trackers::from_history(&new_history);
         state.history = new_history;
         for update in arrived_meanwhile {
-            state.trackers.observe(&update);
-            state.history.push(update);
+            state.add(update);
         }
         Ok(outcome)
     }
