@@ -22,11 +22,11 @@ use taskctx::{ContextInit, TaskContext, UpdateType};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// Bytes still allocated since `region` started: allocated minus freed, plus growth by realloc.
+/// Bytes still allocated since `region` started: allocated minus freed (stats_alloc already
+/// adds a realloc's growth to the allocated bytes and its shrinking to the freed ones).
 fn net_bytes(region: &Region<'_, System>) -> f64 {
     let change = region.change();
     change.bytes_allocated as f64 - change.bytes_deallocated as f64
-        + change.bytes_reallocated as f64
 }
 
 fn main() {
@@ -36,25 +36,31 @@ fn main() {
 
     // A6: 10k contexts (persistence off) with 10 updates each, all alive; everything they hold
     // (the context, its history, each update's payload, the Vec that keeps them) is counted.
+    // The same without updates gives the context's own share.
     let contexts = 10_000;
-    let region = Region::new(GLOBAL);
-    let kept = rt.block_on(async {
-        let mut kept = Vec::with_capacity(contexts);
-        for c in 0..contexts {
-            let ctx =
-                TaskContext::detached(ContextInit::for_chat(common::chat(&format!("a6-{c}"))));
-            for j in 0..10 {
-                ctx.add_context_update(UpdateType::MESSAGE, common::data(c * 10 + j, None), None)
-                    .await
-                    .unwrap();
+    let mut a6 = [0.0; 2];
+    for (slot, updates) in a6.iter_mut().zip([10, 0]) {
+        let region = Region::new(GLOBAL);
+        let kept = rt.block_on(async {
+            let mut kept = Vec::with_capacity(contexts);
+            for c in 0..contexts {
+                let chat = common::chat(&format!("a6-{c}"));
+                let ctx = TaskContext::detached(ContextInit::for_chat(chat));
+                for j in 0..updates {
+                    let data = common::data(c * updates + j, None);
+                    ctx.add_context_update(UpdateType::MESSAGE, data, None)
+                        .await
+                        .unwrap();
+                }
+                kept.push(ctx);
             }
-            kept.push(ctx);
-        }
-        kept
-    });
-    let per_context = net_bytes(&region) / contexts as f64;
-    drop(kept);
-    println!("A6: {per_context:.0} bytes per context (10 updates each)");
+            kept
+        });
+        *slot = net_bytes(&region) / contexts as f64;
+        drop(kept);
+    }
+    let [per_context, empty_context] = a6;
+    println!("A6: {per_context:.0} bytes per context with 10 updates, {empty_context:.0} without");
 
     // R1: 100k records put one by one into the memory store; what the store then holds (the
     // records and its maps and children index) per record.
@@ -75,6 +81,7 @@ fn main() {
     let path = common::out_dir().join("memory.json");
     let out = json!({
         "a6_bytes_per_context": per_context,
+        "a6_bytes_per_empty_context": empty_context,
         "r1_bytes_per_record": per_record,
     });
     std::fs::write(&path, serde_json::to_vec_pretty(&out).unwrap()).unwrap();
