@@ -29,18 +29,24 @@ const MACHINE_END: &str = "<!-- bench:machine:end -->";
 struct Options {
     quick: bool,
     python: bool,
+    /// Report the results of the last run again (table, docs, plots) without measuring.
+    report_only: bool,
 }
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let mut options = Options {
         quick: false,
         python: true,
+        report_only: false,
     };
     for arg in args {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--no-original" => options.python = false,
-            other => bail!("bench: unknown argument `{other}` (expected --quick, --no-original)"),
+            "--report-only" => options.report_only = true,
+            other => bail!(
+                "bench: unknown argument `{other}` (expected --quick, --no-original, --report-only)"
+            ),
         }
     }
     let started = Instant::now();
@@ -49,34 +55,15 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let out = target.join("taskctx-bench");
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
-    let original = if options.python {
-        run_original(&target, &out, options.quick)
-    } else {
-        Original::NotRun("--no-original".to_owned())
-    };
-
-    // Stale results of an earlier run must not stand in for a bench that did not run now, and
-    // stores an interrupted run left behind only take disk space.
     let criterion_dir = target.join("criterion");
-    for stale in [
-        criterion_dir.clone(),
-        target.join("bench-scratch"),
-        out.join("extras.json"),
-        out.join("memory.json"),
-    ] {
-        if stale.is_dir() {
-            fs::remove_dir_all(&stale).with_context(|| format!("removing {}", stale.display()))?;
-        } else if stale.exists() {
-            fs::remove_file(&stale).with_context(|| format!("removing {}", stale.display()))?;
+    let original = if options.report_only {
+        match read_json(&out.join("aiecs.json")) {
+            Ok(value) => Original::Ran(value),
+            Err(e) => Original::NotRun(format!("{e:#}")),
         }
-    }
-    let out_str = out.display().to_string();
-    let mut env = vec![("TASKCTX_BENCH_OUT", out_str.as_str())];
-    if options.quick {
-        env.push(("TASKCTX_BENCH_QUICK", "1"));
-    }
-    cargo_env(&["bench", "-p", "taskctx", "--bench", "targets"], &env)?;
-    cargo_env(&["bench", "-p", "taskctx", "--bench", "memory"], &env)?;
+    } else {
+        measure(&options, &target, &out, &criterion_dir)?
+    };
 
     let results = Results {
         criterion: read_criterion(&criterion_dir)?,
@@ -116,6 +103,48 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     )?;
     println!("wrote docs/benchmarks.md and docs/benchmarks/{{history,store}}-scaling.svg");
     Ok(())
+}
+
+/// Times the original and runs both benches; the original's figures or why there are none.
+fn measure(
+    options: &Options,
+    target: &Path,
+    out: &Path,
+    criterion_dir: &Path,
+) -> anyhow::Result<Original> {
+    let previous = out.join("aiecs.json");
+    if previous.exists() {
+        fs::remove_file(&previous).with_context(|| format!("removing {}", previous.display()))?;
+    }
+    let original = if options.python {
+        run_original(target, out, options.quick)
+    } else {
+        Original::NotRun("--no-original".to_owned())
+    };
+
+    // Stale results of an earlier run must not stand in for a bench that did not run now, and
+    // stores an interrupted run left behind only take disk space.
+    for stale in [
+        criterion_dir.to_path_buf(),
+        target.join("bench-scratch"),
+        out.join("extras.json"),
+        out.join("memory.json"),
+    ] {
+        if stale.is_dir() {
+            fs::remove_dir_all(&stale).with_context(|| format!("removing {}", stale.display()))?;
+        } else if stale.exists() {
+            fs::remove_file(&stale).with_context(|| format!("removing {}", stale.display()))?;
+        }
+    }
+    let out_str = out.display().to_string();
+    let mut env = vec![("TASKCTX_BENCH_OUT", out_str.as_str())];
+    if options.quick {
+        env.push(("TASKCTX_BENCH_QUICK", "1"));
+    }
+    cargo_env(&["bench", "-p", "taskctx", "--bench", "targets"], &env)?;
+    cargo_env(&["bench", "-p", "taskctx", "--bench", "memory"], &env)?;
+
+    Ok(original)
 }
 
 fn target_dir() -> PathBuf {
@@ -841,7 +870,7 @@ mod plot {
     use anyhow::anyhow;
     use plotters::prelude::*;
 
-    use super::{Results, size_text, time_text};
+    use super::{Results, size_text};
 
     const MEMORY: RGBColor = RGBColor(31, 119, 180);
     const FS: RGBColor = RGBColor(230, 120, 10);
@@ -849,7 +878,6 @@ mod plot {
     const ORIGINAL: RGBColor = RGBColor(214, 39, 40);
 
     struct Line {
-        label: String,
         color: RGBColor,
         original: bool,
         points: Vec<(f64, f64)>,
@@ -864,7 +892,6 @@ mod plot {
         [("memory", MEMORY), ("fs", FS), ("sled", SLED)]
             .into_iter()
             .map(|(backend, color)| Line {
-                label: format!("taskctx {backend}"),
                 color,
                 original: false,
                 points: r.series(family, &format!("{op}/{backend}")),
@@ -873,18 +900,16 @@ mod plot {
             .collect()
     }
 
-    fn aiecs(r: &Results, name: &str, label: &str) -> Line {
+    fn aiecs(r: &Results, name: &str) -> Line {
         Line {
-            label: format!("AIECS {label}"),
             color: ORIGINAL,
             original: true,
             points: r.original_series(name),
         }
     }
 
-    fn roma(label: &str, seconds: f64) -> Line {
+    fn roma(seconds: f64) -> Line {
         Line {
-            label: format!("ROMA {label} (SPEC figure)"),
             color: ORIGINAL,
             original: true,
             points: vec![(100_000.0, seconds)],
@@ -899,41 +924,32 @@ mod plot {
         let panels = vec![
             Panel {
                 title: "add N updates (persistence off)",
-                lines: with(
-                    backends(r, "history_scaling", "add"),
-                    aiecs(r, "add", "add"),
-                ),
+                lines: with(backends(r, "history_scaling", "add"), aiecs(r, "add")),
             },
             Panel {
-                title: "append N updates (one batch, durable)",
+                title: "append N updates as one batch (durable)",
                 lines: backends(r, "history_scaling", "append"),
             },
             Panel {
-                title: "save 1 new update onto N (durable)",
+                title: "save 1 new update onto N (AIECS: full rewrite)",
                 lines: with(
                     backends(r, "history_scaling", "save_tail"),
-                    aiecs(r, "save", "save (full rewrite)"),
+                    aiecs(r, "save"),
                 ),
             },
             Panel {
-                title: "replace a history of N (full rewrite)",
-                lines: with(
-                    backends(r, "history_scaling", "replace"),
-                    aiecs(r, "save", "save (full rewrite)"),
-                ),
+                title: "replace N (full rewrite, durable)",
+                lines: with(backends(r, "history_scaling", "replace"), aiecs(r, "save")),
             },
             Panel {
-                title: "load a history of N (open a context)",
-                lines: with(
-                    backends(r, "history_scaling", "load"),
-                    aiecs(r, "load", "load"),
-                ),
+                title: "load N (open a context)",
+                lines: with(backends(r, "history_scaling", "load"), aiecs(r, "load")),
             },
             Panel {
-                title: "optimise N updates (50 % duplicates)",
+                title: "optimise N (50 % duplicates)",
                 lines: with(
                     backends(r, "history_scaling", "optimise"),
-                    aiecs(r, "optimise", "optimise"),
+                    aiecs(r, "optimise"),
                 ),
             },
         ];
@@ -943,6 +959,7 @@ mod plot {
             "history length (updates)",
             panels,
             3,
+            "AIECS 2.2.0 (Python, same run)",
         )
     }
 
@@ -954,21 +971,15 @@ mod plot {
         let panels = vec![
             Panel {
                 title: "get one record (random id)",
-                lines: with(backends(r, "store_scaling", "get"), roma("get", 275e-9)),
+                lines: with(backends(r, "store_scaling", "get"), roma(275e-9)),
             },
             Panel {
                 title: "children of a parent (10 children)",
-                lines: with(
-                    backends(r, "store_scaling", "children"),
-                    roma("children", 3.9e-3),
-                ),
+                lines: with(backends(r, "store_scaling", "children"), roma(3.9e-3)),
             },
             Panel {
                 title: "planning context of a leaf (full build)",
-                lines: with(
-                    backends(r, "store_scaling", "context_build"),
-                    roma("context, no formatting", 27e-6),
-                ),
+                lines: with(backends(r, "store_scaling", "context_build"), roma(27e-6)),
             },
         ];
         draw(
@@ -977,6 +988,7 @@ mod plot {
             "records in the store",
             panels,
             3,
+            "ROMA (SPEC figure, at 100k)",
         )
     }
 
@@ -993,26 +1005,79 @@ mod plot {
         if hi <= lo { (lo, lo * 10.0) } else { (lo, hi) }
     }
 
+    /// Axis ticks without trailing zeros: `100 µs`, `2.5 ms`.
+    fn tick(seconds: f64) -> String {
+        let (value, unit) = if seconds >= 1.0 {
+            (seconds, "s")
+        } else if seconds >= 1e-3 {
+            (seconds * 1e3, "ms")
+        } else if seconds >= 1e-6 {
+            (seconds * 1e6, "µs")
+        } else {
+            (seconds * 1e9, "ns")
+        };
+        if (value - value.round()).abs() < 1e-6 * value.max(1.0) {
+            format!("{value:.0} {unit}")
+        } else {
+            format!("{value:.1} {unit}")
+        }
+    }
+
     fn draw(
         path: &Path,
         title: &str,
         x_desc: &str,
         panels: Vec<Panel>,
         columns: usize,
+        original_label: &str,
     ) -> anyhow::Result<()> {
         let rows = panels.len().div_ceil(columns);
-        let size = (560 * columns as u32, 60 + 430 * rows as u32);
+        let size = (560 * columns as u32, 90 + 430 * rows as u32);
         let root = SVGBackend::new(path, size).into_drawing_area();
         let fail = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
         root.fill(&WHITE).map_err(|e| fail(&e))?;
-        let (header, body) = root.split_vertically(60);
+        let (header, body) = root.split_vertically(90);
         header
             .draw_text(
                 title,
                 &("sans-serif", 24).into_font().color(&BLACK),
-                (20, 18),
+                (20, 14),
             )
             .map_err(|e| fail(&e))?;
+        // One legend for every panel: the colours mean the same everywhere.
+        let entries = [
+            ("taskctx memory", MEMORY, false),
+            ("taskctx fs", FS, false),
+            ("taskctx sled", SLED, false),
+            (original_label, ORIGINAL, true),
+        ];
+        let mut x = 24;
+        for (label, color, original) in entries {
+            let y = 62;
+            header
+                .draw(&PathElement::new(
+                    vec![(x, y), (x + 28, y)],
+                    color.stroke_width(3),
+                ))
+                .map_err(|e| fail(&e))?;
+            if original {
+                header
+                    .draw(&TriangleMarker::new((x + 14, y), 6, color.filled()))
+                    .map_err(|e| fail(&e))?;
+            } else {
+                header
+                    .draw(&Circle::new((x + 14, y), 4, color.filled()))
+                    .map_err(|e| fail(&e))?;
+            }
+            header
+                .draw_text(
+                    label,
+                    &("sans-serif", 16).into_font().color(&BLACK),
+                    (x + 36, y - 9),
+                )
+                .map_err(|e| fail(&e))?;
+            x += 44 + 9 * label.chars().count() as i32;
+        }
         let areas = body.split_evenly((rows, columns));
         for (area, panel) in areas.iter().zip(panels) {
             let points = || panel.lines.iter().flat_map(|l| l.points.iter());
@@ -1030,7 +1095,7 @@ mod plot {
                 .x_desc(x_desc)
                 .y_desc("time per operation")
                 .x_label_formatter(&|x| size_text(*x))
-                .y_label_formatter(&|y| time_text(*y))
+                .y_label_formatter(&|y| tick(*y))
                 .x_labels(6)
                 .y_labels(8)
                 .label_style(("sans-serif", 13))
@@ -1043,18 +1108,9 @@ mod plot {
                 let color = line.color;
                 let style = color.stroke_width(if line.original { 2 } else { 3 });
                 let original = line.original;
-                let series = chart
+                chart
                     .draw_series(LineSeries::new(line.points.clone(), style))
                     .map_err(|e| fail(&e))?;
-                series.label(line.label).legend(move |(x, y)| {
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(-10, 0), (10, 0)], style)
-                        + if original {
-                            TriangleMarker::new((0, 0), 5, color.filled()).into_dyn()
-                        } else {
-                            Circle::new((0, 0), 4, color.filled()).into_dyn()
-                        }
-                });
                 if original {
                     chart
                         .draw_series(
@@ -1073,14 +1129,6 @@ mod plot {
                         .map_err(|e| fail(&e))?;
                 }
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .label_font(("sans-serif", 13))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .draw()
-                .map_err(|e| fail(&e))?;
         }
         root.present().map_err(|e| fail(&e))?;
         Ok(())
