@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use taskctx::app::builder::ContextBuilderService;
 use taskctx::{ContextInit, HistoryBudget, Persistence, TaskContext, TaskId, UpdateType};
 
 use crate::common::{self, Backend, N, R3_PARENT, chat, data, median, median_of, updates};
@@ -16,6 +17,7 @@ use crate::runtime;
 pub(crate) fn run() {
     let rt = runtime();
     let mut out = serde_json::Map::new();
+    out.insert("floors".to_owned(), floors());
     out.insert("a5".to_owned(), a5_tenths(&rt));
     out.insert("r4".to_owned(), r4_percentiles(&rt));
     out.insert(
@@ -33,6 +35,56 @@ pub(crate) fn run() {
     )
     .unwrap();
     println!("wrote {}", path.display());
+}
+
+/// What the hardware and OS charge for the steps the targets cannot avoid: reading the wall
+/// clock (once per update, as AIECS does), a durable small append (`write` + `fdatasync`), and a
+/// lookup in a plain `HashMap` of the 100k records with the same random ids as R2.
+fn floors() -> Value {
+    let calls = 1_000_000;
+    let mut clock = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        for _ in 0..calls {
+            std::hint::black_box(std::time::SystemTime::now());
+        }
+        clock.push(started.elapsed().as_secs_f64() / calls as f64);
+    }
+    let dir = common::scratch();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("floor.jsonl"))
+        .unwrap();
+    let line = format!("{}\n", serde_json::to_string(&updates(1, None)[0]).unwrap());
+    let mut fsync = Vec::new();
+    for _ in 0..300 {
+        let started = Instant::now();
+        std::io::Write::write_all(&mut file, line.as_bytes()).unwrap();
+        file.sync_data().unwrap();
+        fsync.push(started.elapsed().as_secs_f64());
+    }
+    let records = common::records(N);
+    let map: std::collections::HashMap<TaskId, Arc<taskctx::TaskRecord>> = records
+        .into_iter()
+        .map(|r| (r.task_id.clone(), Arc::new(r)))
+        .collect();
+    let ids = random_ids(N, 1_000_000);
+    let mut lookups = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        for id in &ids {
+            std::hint::black_box(map.get(id).cloned());
+        }
+        lookups.push(started.elapsed().as_secs_f64() / ids.len() as f64);
+    }
+    let floors = json!({
+        "clock_s": median(&mut clock),
+        "fsync_s": median(&mut fsync),
+        "hashmap_get_s": median(&mut lookups),
+    });
+    println!("floors: {floors}");
+    floors
 }
 
 fn sizes() -> Vec<usize> {
@@ -100,7 +152,24 @@ fn r4_percentiles(rt: &tokio::runtime::Runtime) -> Value {
         first.items.len(),
         first.token_count
     );
+    // The same request with the built-context cache on (the default): a hit still checks the
+    // revision of every record the context was built from.
+    let cached = ContextBuilderService::new(Arc::clone(&opened.records));
+    let mut hits = rt.block_on(async {
+        cached.rebuild_similarity_index().await.unwrap();
+        cached.build(request.clone()).await.unwrap();
+        let mut hits = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let started = Instant::now();
+            std::hint::black_box(cached.build(request.clone()).await.unwrap());
+            hits.push(started.elapsed().as_secs_f64());
+        }
+        hits
+    });
+    let cache_hit_p50 = median(&mut hits);
+    println!("R4 cache hit: p50 {:.1} µs", cache_hit_p50 * 1e6);
     json!({
+        "cache_hit_p50_s": cache_hit_p50,
         "p50_s": p(0.5),
         "p90_s": p(0.9),
         "items": first.items.len(),
