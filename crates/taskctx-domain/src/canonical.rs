@@ -81,34 +81,80 @@ fn write_member(index: usize, key: &str, value: &Value, out: &mut String) {
     write_canonical_json(value, out);
 }
 
+/// The bytes that must be escaped inside a JSON string (control characters, `"` and `\\`), as
+/// a table: one load per byte in the scan.
+const ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
+/// The index of the first byte of `bytes` that needs escaping. Eight bytes at a time: a word
+/// with no control character, `"` or `\\` is skipped with a few arithmetic operations (the
+/// classic "has a byte less than n / equal to c" tests, exact as to whether one exists), and
+/// only a word that has one is scanned byte by byte.
+fn first_escape(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut base = 0;
+    for chunk in chunks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+        let quote = has_zero(word ^ (ONES * u64::from(b'"')));
+        let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
+        if control | quote | backslash != 0 {
+            return chunk
+                .iter()
+                .position(|&b| ESCAPE[usize::from(b)])
+                .map(|i| base + i);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| ESCAPE[usize::from(b)])
+        .map(|i| base + i)
+}
+
 /// Writes `s` as a JSON string literal, escaping exactly what serde_json escapes. Every byte
 /// that needs escaping is ASCII, and no byte of a multi-byte UTF-8 sequence is, so the scan runs
-/// over bytes and copies the runs between escapes whole.
+/// over bytes and copies the runs between escapes whole (in the common case, the whole string
+/// in one copy).
 fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
-    let mut run_start = 0;
-    for (i, &b) in s.as_bytes().iter().enumerate() {
-        let escaped = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    while let Some(offset) = first_escape(&bytes[start..]) {
+        let i = start + offset;
         // `i` is an ASCII byte's index, so both slices end on character boundaries.
-        out.push_str(&s[run_start..i]);
-        if escaped.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(escaped);
+        out.push_str(&s[start..i]);
+        let b = bytes[i];
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            _ => {
+                let _ = write!(out, "\\u{b:04x}");
+            }
         }
-        run_start = i + 1;
+        start = i + 1;
     }
-    out.push_str(&s[run_start..]);
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
@@ -128,6 +174,25 @@ mod tests {
     fn escapes_like_serde_json() {
         let s = "quote\" back\\ nl\n tab\t nul\u{0} bell\u{7} del\u{7f} é😀";
         assert_eq!(canonical_json(&json!(s)), serde_json::to_string(s).unwrap());
+    }
+
+    #[test]
+    fn escapes_at_every_position_of_long_strings_like_serde_json() {
+        // The scan skips eight bytes at a time: put each escapable byte at each offset of
+        // strings long enough to span several words, next to multi-byte characters.
+        for special in ['"', '\\', '\n', '\u{0}', '\u{1f}', '\u{7f}', 'é', '😀'] {
+            for len in [0, 1, 7, 8, 9, 15, 16, 17, 31] {
+                for at in 0..=len {
+                    let mut s: String = "abcdefgh".repeat(4).chars().take(len).collect();
+                    s.insert(at, special);
+                    assert_eq!(
+                        canonical_json(&json!(s)),
+                        serde_json::to_string(&s).unwrap(),
+                        "{s:?}"
+                    );
+                }
+            }
+        }
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {

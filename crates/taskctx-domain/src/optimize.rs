@@ -42,6 +42,9 @@ impl SizeBudget<'_> {
 
     fn measure(&self, canonical_data: &str) -> usize {
         match self {
+            // ASCII (the common case) has one character per byte, and checking that is
+            // cheaper than counting characters.
+            Self::Chars(_) if canonical_data.is_ascii() => canonical_data.len(),
             Self::Chars(_) => canonical_data.chars().count(),
             Self::Tokens { counter, .. } => counter.count(canonical_data),
         }
