@@ -50,6 +50,23 @@ fn floors() -> Value {
         }
         clock.push(started.elapsed().as_secs_f64() / calls as f64);
     }
+    // A1's floor: what a bare `Vec` of updates costs per push with the same clock read.
+    let mut pushes = Vec::new();
+    for _ in 0..5 {
+        let payloads: Vec<Value> = (0..N).map(|i| data(i, None)).collect();
+        let mut history = Vec::new();
+        let started = Instant::now();
+        for payload in payloads {
+            history.push(taskctx::ContextUpdate {
+                timestamp: taskctx::Timestamp::now(),
+                update_type: UpdateType::MESSAGE,
+                data: payload,
+                metadata: taskctx::Map::new(),
+            });
+        }
+        pushes.push(started.elapsed().as_secs_f64() / N as f64);
+        std::hint::black_box(history);
+    }
     let dir = common::scratch();
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -80,6 +97,7 @@ fn floors() -> Value {
     }
     let floors = json!({
         "clock_s": median(&mut clock),
+        "vec_push_s": median(&mut pushes),
         "fsync_s": median(&mut fsync),
         "hashmap_get_s": median(&mut lookups),
     });
