@@ -49,20 +49,36 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             ),
         }
     }
-    let started = Instant::now();
-    let machine = Machine::describe();
     let target = target_dir();
     let out = target.join("taskctx-bench");
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-
     let criterion_dir = target.join("criterion");
-    let original = if options.report_only {
-        match read_json(&out.join("aiecs.json")) {
+    let run_file = out.join("run.json");
+    let (machine, quick, elapsed, original) = if options.report_only {
+        let run = read_json(&run_file)?;
+        let original = match read_json(&out.join("aiecs.json")) {
             Ok(value) => Original::Ran(value),
             Err(e) => Original::NotRun(format!("{e:#}")),
-        }
+        };
+        (
+            Machine::from_json(&run["machine"]),
+            run["quick"].as_bool().unwrap_or(false),
+            run["elapsed_s"].as_f64().unwrap_or(0.0),
+            original,
+        )
     } else {
-        measure(&options, &target, &out, &criterion_dir)?
+        let started = Instant::now();
+        let machine = Machine::describe();
+        let original = measure(&options, &target, &out, &criterion_dir)?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let run = serde_json::json!({
+            "machine": machine.to_json(),
+            "quick": options.quick,
+            "elapsed_s": elapsed,
+        });
+        fs::write(&run_file, run.to_string())
+            .with_context(|| format!("writing {}", run_file.display()))?;
+        (machine, options.quick, elapsed, original)
     };
 
     let results = Results {
@@ -73,13 +89,12 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     };
     let rows = rows(&results);
     let table = render_text(&rows);
-    let elapsed = started.elapsed().as_secs_f64();
     println!("\n{}", machine.one_line());
     println!("{}", results.original.status_line());
     println!("\n{table}");
     println!(
         "cargo xtask bench{} took {:.0} s",
-        if options.quick { " --quick" } else { "" },
+        if quick { " --quick" } else { "" },
         elapsed
     );
 
@@ -88,7 +103,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
     plot::history(&plots.join("history-scaling.svg"), &results)?;
     plot::store(&plots.join("store-scaling.svg"), &results)?;
-    let markdown = render_markdown(&rows, &results, options.quick, elapsed);
+    let markdown = render_markdown(&rows, &results, &machine, quick, elapsed);
     write_between(
         &docs.join("benchmarks.md"),
         MACHINE_START,
@@ -789,13 +804,21 @@ fn render_text(rows: &[Row]) -> String {
     out
 }
 
-fn render_markdown(rows: &[Row], results: &Results, quick: bool, elapsed: f64) -> String {
+fn render_markdown(
+    rows: &[Row],
+    results: &Results,
+    machine: &Machine,
+    quick: bool,
+    elapsed: f64,
+) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Measured by `cargo xtask bench{}` ({:.0} s). {} \"original\" is AIECS timed in the \
-         same run, or ROMA's SPEC §8 figure where marked (SPEC).\n",
+        "Measured by `cargo xtask bench{}` on {} (load average at start {}; the run took {:.0} s). \
+         The {}.\n",
         if quick { " --quick" } else { "" },
+        machine.date,
+        machine.load,
         elapsed,
         results.original.status_line(),
     );
@@ -878,6 +901,27 @@ impl Machine {
                 .take(3)
                 .collect::<Vec<_>>()
                 .join(" "),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        serde_json::json!({
+            "cpu": self.cpu, "cores": self.cores, "memory": self.memory, "kernel": self.kernel,
+            "rustc": self.rustc, "python": self.python, "date": self.date, "load": self.load,
+        })
+    }
+
+    fn from_json(value: &Value) -> Self {
+        let text = |key: &str| value[key].as_str().unwrap_or("unknown").to_owned();
+        Self {
+            cpu: text("cpu"),
+            cores: value["cores"].as_u64().map_or(0, |c| c as usize),
+            memory: text("memory"),
+            kernel: text("kernel"),
+            rustc: text("rustc"),
+            python: text("python"),
+            date: text("date"),
+            load: text("load"),
         }
     }
 
