@@ -19,44 +19,6 @@ impl ContextBuilderService {
         }
     }
 
-    /// Tokens of an item's framing, estimated as the framing with empty fields plus each field
-    /// counted alone (all memoised, so a warm build formats nothing here). Joins can make the
-    /// real text cost a token more or less; the exact count of the final text is what the
-    /// budget is checked against.
-    fn framing_estimate(&self, shell: &ContextItem) -> usize {
-        let template = ContextItem {
-            source_task_id: String::new(),
-            source_task_goal: String::new(),
-            content: String::new(),
-            content_type: if shell.content_type.is_empty() {
-                String::new()
-            } else {
-                "_".to_string()
-            },
-            relevance: 0.0,
-            tokens: 0,
-            kind: shell.kind,
-            pinned: shell.pinned,
-            status: shell.status,
-            selection: shell.selection,
-        };
-        let fields = match shell.kind {
-            SourceKind::ReplanDetails
-            | SourceKind::OriginalPlan
-            | SourceKind::ModificationInstructions
-            | SourceKind::GlobalConstraints => 0,
-            SourceKind::Additional | SourceKind::AuxData => {
-                self.counter.count(&shell.source_task_id)
-            }
-            _ => {
-                self.counter.count(&shell.source_task_id)
-                    + self.counter.count(&shell.source_task_goal)
-                    + self.counter.count(&shell.content_type)
-            }
-        };
-        self.counter.count(&item_framing(&template)) + fields
-    }
-
     /// Budgets, selects, renders and counts; retries with a smaller effective budget in the rare
     /// case where joining the pieces costs more tokens than the pieces did.
     pub(super) async fn assemble(&self, a: &Assembly) -> AgentTaskInput {
@@ -74,7 +36,7 @@ impl ContextBuilderService {
 
     async fn assemble_once(&self, a: &Assembly, budget: usize) -> AgentTaskInput {
         let count = |s: &str| self.counter.count(s);
-        let separator = count(PARAGRAPH_SEPARATOR);
+        let separator = self.shape_tokens(Shape::Separator);
         let layout = a.layout;
         let mut warnings: Vec<BuildWarning> = Vec::new();
         let cap = self.options.per_item_tokens.min(a.budget);
@@ -83,27 +45,23 @@ impl ContextBuilderService {
         // Section costs: 0 = none, 1 = hierarchy heading, 2.. = item sections.
         let mut section_costs = vec![0usize; 2 + SECTION_ORDER.len()];
         if layout != Layout::Minimal {
-            section_costs[1] = count(&hierarchy_heading(
+            section_costs[1] = self.shape_tokens(Shape::HierarchyHeading(
                 layout,
                 a.hidden_ancestors + a.ancestors.len(),
             )) + separator;
         }
         for (i, kind) in SECTION_ORDER.iter().enumerate() {
-            section_costs[2 + i] = count(section_heading(*kind)) + separator;
+            section_costs[2 + i] = self.shape_tokens(Shape::SectionHeading(*kind)) + separator;
         }
 
         // Header blocks: current, objective, ancestors nearest first.
-        let current_id = a.current.record.task_id.as_str();
-        let current_layer = a.current.record.layer;
-        let (cur_prefix, cur_suffix) =
-            current_framing(layout, current_id, a.task_type, current_layer);
         let mut blocks: Vec<BlockSpec> = Vec::new();
         let mut parts: Vec<HeaderPart> = Vec::new();
-        let goal_tokens = count(&a.current.goal);
+        let goal_tokens = self.goal_tokens(&a.current);
         blocks.push(BlockSpec {
             group: budget::Group::Header,
             section: 0,
-            framing: count(&cur_prefix) + count(&cur_suffix) + separator,
+            framing: self.current_framing_tokens(layout, &a.current, a.task_type) + separator,
             lean_framing: None,
             content: goal_tokens,
             min_content: MIN_HEADER_TOKENS,
@@ -116,7 +74,7 @@ impl ContextBuilderService {
             blocks.push(BlockSpec {
                 group: Group::Header,
                 section: 0,
-                framing: count(objective_prefix(layout)) + separator,
+                framing: self.shape_tokens(Shape::ObjectivePrefix(layout)) + separator,
                 lean_framing: None,
                 content: tokens,
                 min_content: MIN_HEADER_TOKENS,
@@ -128,17 +86,13 @@ impl ContextBuilderService {
         let mut ancestor_entries: Vec<HierarchyEntry> = Vec::new();
         for (i, p) in a.ancestors.iter().enumerate() {
             let entry = hierarchy_entry(p, self.summary_of(p).map(|t| t.text.to_string()));
-            let (prefix, suffix) =
-                ancestor_framing(layout, &entry, i == 0, entry.summary.as_deref());
-            let (_, lean_suffix) = ancestor_framing(layout, &entry, i == 0, None);
-            let framing = count(&prefix) + count(&suffix);
-            let lean = count(&prefix) + count(&lean_suffix);
+            let (framing, lean) = self.ancestor_framing_tokens(layout, p, &entry, i == 0);
             blocks.push(BlockSpec {
                 group: Group::Header,
                 section: 1,
                 framing,
                 lean_framing: (entry.summary.is_some()).then_some(lean),
-                content: count(&entry.goal),
+                content: self.goal_tokens(p),
                 min_content: MIN_HEADER_TOKENS,
                 is_item: false,
                 chain: Some(0),
@@ -166,8 +120,7 @@ impl ContextBuilderService {
         let mut sizes: Vec<(usize, Option<usize>)> = Vec::with_capacity(ranked.len());
         let mut shells: Vec<ContextItem> = Vec::with_capacity(ranked.len());
         for (candidate, p) in ranked.iter().zip(&prepared) {
-            let shell = self.shell(candidate, p.as_deref());
-            let framing = self.framing_estimate(&shell);
+            let (shell, framing) = self.shell(candidate, p.as_deref());
             let size = self.sizes(candidate, p.as_deref());
             blocks.push(BlockSpec {
                 group: if candidate.pinned {
@@ -497,36 +450,46 @@ impl ContextBuilderService {
         context
     }
 
-    /// An item without content: everything the framing needs.
-    fn shell(&self, candidate: &Candidate, p: Option<&Prepared>) -> ContextItem {
-        let (id, goal, label, selection) = match (&candidate.body, p) {
+    /// An item without content (everything the framing needs), and the tokens of its framing,
+    /// estimated as the framing with empty fields plus each field counted alone (all memoised,
+    /// so a warm build formats nothing here). Joins can make the real text cost a token more or
+    /// less; the exact count of the final text is what the budget is checked against.
+    fn shell(&self, candidate: &Candidate, p: Option<&Prepared>) -> (ContextItem, usize) {
+        let (id, goal, label, selection, field_tokens) = match (&candidate.body, p) {
             (Body::Record { primary, .. }, Some(p)) => {
                 let selection = match primary {
                     Primary::Output => ContentSelection::Output,
                     Primary::Summary => ContentSelection::Summary,
                     Primary::Error => ContentSelection::Error,
                 };
-                (p.id.clone(), p.goal.clone(), p.label.clone(), selection)
+                let label = p.label.as_ref().map(|l| (l.clone(), self.label_tokens(p)));
+                let tokens = (self.id_tokens(p), self.goal_tokens(p));
+                (p.id.clone(), p.goal.clone(), label, selection, Some(tokens))
             }
             (Body::Text { selection, .. }, _) => (
                 candidate.source_id.clone(),
                 candidate.label_goal.clone().unwrap_or_default(),
                 None,
                 *selection,
+                None,
             ),
             (Body::Record { .. }, None) => (
                 candidate.source_id.clone(),
                 candidate.label_goal.clone().unwrap_or_default(),
                 None,
                 ContentSelection::Note,
+                None,
             ),
         };
-        let content_type = candidate
-            .forced_label
-            .clone()
-            .or(label)
-            .unwrap_or_else(|| candidate.default_label.to_string());
-        ContextItem {
+        let (content_type, label_tokens) = match (&candidate.forced_label, label) {
+            (Some(forced), _) => (forced.clone(), None),
+            (None, Some((label, tokens))) => (label, Some(tokens)),
+            (None, None) => (
+                candidate.default_label.to_string(),
+                Some(self.shape_tokens(Shape::Label(candidate.default_label))),
+            ),
+        };
+        let item = ContextItem {
             source_task_id: id,
             source_task_goal: goal,
             content: String::new(),
@@ -537,7 +500,32 @@ impl ContextBuilderService {
             pinned: candidate.pinned,
             status: candidate.status,
             selection,
-        }
+        };
+        let fields = match item.kind {
+            SourceKind::ReplanDetails
+            | SourceKind::OriginalPlan
+            | SourceKind::ModificationInstructions
+            | SourceKind::GlobalConstraints => 0,
+            SourceKind::Additional | SourceKind::AuxData => {
+                self.counter.count(&item.source_task_id)
+            }
+            _ => {
+                let (id, goal) = field_tokens.unwrap_or_else(|| {
+                    (
+                        self.counter.count(&item.source_task_id),
+                        self.counter.count(&item.source_task_goal),
+                    )
+                });
+                id + goal + label_tokens.unwrap_or_else(|| self.counter.count(&item.content_type))
+            }
+        };
+        let template = self.shape_tokens(Shape::ItemFraming {
+            kind: item.kind,
+            status: item.status,
+            selection: item.selection,
+            labelled: !item.content_type.is_empty(),
+        });
+        (item, template + fields)
     }
 
     /// The content of a kept item within `budget` tokens, and which text it is; `None` when the

@@ -2,9 +2,11 @@
 //! redacts it, renders the layout, and caches the result until any record it read changes.
 //!
 //! This file holds the service, its public API, the cache and the per-record memo; `sources`
-//! gathers candidates from the store (the only I/O), `assemble` budgets and renders them.
+//! gathers candidates from the store (the only I/O), `assemble` budgets and renders them, and
+//! `counts` remembers the token counts of framing texts.
 
 mod assemble;
+mod counts;
 mod sources;
 
 use std::borrow::Cow;
@@ -24,7 +26,7 @@ use super::format::{
 use super::gather::{
     self, Body, Candidate, CatchUnwind, MAX_ANCESTOR_HOPS, Primary, ReadLog, same_record,
 };
-use super::memo::{FastSet, Memo, MemoCounter};
+use super::memo::{FastMap, FastSet, Memo, MemoCounter};
 use super::metrics::{Metrics, MetricsSnapshot};
 use super::options::BuilderOptions;
 use super::redact::{Redactor, RuleRedactor};
@@ -41,6 +43,7 @@ use super::types::{
     HierarchyEntry, Layout, OmitAction, OmitReason, OmittedItem, SourceKind, WarningKind,
 };
 use crate::tokens::default_token_counter;
+use counts::{RecordCounts, Shape, ShapeCounts};
 
 /// Goals and objectives are shortened to no fewer tokens than this before being dropped.
 const MIN_HEADER_TOKENS: usize = 8;
@@ -72,6 +75,7 @@ struct Prepared {
     summary: OnceLock<Option<Text>>,
     error: OnceLock<Option<Text>>,
     reductions: Mutex<Vec<(Primary, usize, Option<Text>)>>,
+    counts: RecordCounts,
 }
 
 /// A built context and everything needed to prove it is still current.
@@ -115,6 +119,7 @@ pub struct ContextBuilderService {
     strategies: Vec<Arc<dyn ContextStrategy>>,
     options: BuilderOptions,
     prepared: Memo<TaskId, Arc<Prepared>>,
+    shapes: ShapeCounts,
     cache: Memo<ContextRequest, Arc<CacheEntry>>,
     metrics: Metrics,
 }
@@ -218,6 +223,7 @@ impl ContextBuilderServiceBuilder {
                 .unwrap_or_else(|| Arc::new(Bm25Index::default())),
             strategies,
             prepared: Memo::new(16_384, memo_bytes),
+            shapes: ShapeCounts::default(),
             cache: Memo::new(self.options.cache_entries, memo_bytes / 2),
             options: self.options,
             metrics: Metrics::default(),
@@ -480,6 +486,7 @@ impl ContextBuilderService {
             summary: OnceLock::new(),
             error: OnceLock::new(),
             reductions: Mutex::new(Vec::new()),
+            counts: RecordCounts::default(),
         });
         let weight = 512
             + record.goal.len() * 2
