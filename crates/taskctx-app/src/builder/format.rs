@@ -75,8 +75,65 @@ pub(crate) fn section_heading(kind: SourceKind) -> &'static str {
     }
 }
 
-fn layer_text(layer: Option<u32>) -> String {
-    layer.map_or_else(|| "unknown".to_string(), |l| l.to_string())
+/// Writes a layer number, or `unknown`.
+fn write_layer(out: &mut String, layer: Option<u32>) {
+    let Some(mut n) = layer else {
+        out.push_str("unknown");
+        return;
+    };
+    // Decimal digits without the formatting machinery: this runs for every framing line.
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[start..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Writes the text before the current task's goal.
+fn write_current_prefix(
+    out: &mut String,
+    layout: Layout,
+    task_id: &str,
+    task_type: TaskType,
+    layer: Option<u32>,
+) {
+    let (title, layer_name) = match layout {
+        Layout::Minimal => {
+            out.push_str("Current Task: ");
+            return;
+        }
+        Layout::Execution => ("Current Task:", "Layer"),
+        Layout::Planning => ("Task To Plan:", "Planning Depth"),
+        Layout::Aggregation => ("Aggregating Task:", "Layer"),
+    };
+    out.push_str(title);
+    out.push_str("\nTask ID: ");
+    out.push_str(task_id);
+    out.push_str("\nType: ");
+    out.push_str(task_type.as_str());
+    out.push('\n');
+    out.push_str(layer_name);
+    out.push_str(": ");
+    write_layer(out, layer);
+    out.push_str("\nGoal: ");
+}
+
+/// Writes the text after the current task's goal (the minimal layout's type and layer lines).
+fn write_current_suffix(out: &mut String, layout: Layout, task_type: TaskType, layer: Option<u32>) {
+    if layout == Layout::Minimal {
+        out.push_str("\nTask Type: ");
+        out.push_str(task_type.as_str());
+        out.push_str("\nLayer: ");
+        write_layer(out, layer);
+    }
 }
 
 /// The text around the current task's goal: `(prefix, suffix)`.
@@ -86,29 +143,11 @@ pub(crate) fn current_framing(
     task_type: TaskType,
     layer: Option<u32>,
 ) -> (String, String) {
-    let layer = layer_text(layer);
-    match layout {
-        Layout::Minimal => (
-            "Current Task: ".to_string(),
-            format!("\nTask Type: {task_type}\nLayer: {layer}"),
-        ),
-        Layout::Execution => (
-            format!("Current Task:\nTask ID: {task_id}\nType: {task_type}\nLayer: {layer}\nGoal: "),
-            String::new(),
-        ),
-        Layout::Planning => (
-            format!(
-                "Task To Plan:\nTask ID: {task_id}\nType: {task_type}\nPlanning Depth: {layer}\nGoal: "
-            ),
-            String::new(),
-        ),
-        Layout::Aggregation => (
-            format!(
-                "Aggregating Task:\nTask ID: {task_id}\nType: {task_type}\nLayer: {layer}\nGoal: "
-            ),
-            String::new(),
-        ),
-    }
+    let mut prefix = String::new();
+    write_current_prefix(&mut prefix, layout, task_id, task_type, layer);
+    let mut suffix = String::new();
+    write_current_suffix(&mut suffix, layout, task_type, layer);
+    (prefix, suffix)
 }
 
 /// The text before the overall objective.
@@ -119,15 +158,52 @@ pub(crate) fn objective_prefix(layout: Layout) -> &'static str {
     }
 }
 
+/// Writes the first line(s) of the hierarchy paragraph.
+fn write_hierarchy_heading(out: &mut String, layout: Layout, not_shown: usize) {
+    if layout == Layout::Minimal {
+        return;
+    }
+    out.push_str("Parent Tasks (root-most first):");
+    if not_shown > 0 {
+        let _ = write!(
+            out,
+            "\n({not_shown} higher ancestor level{} not shown)",
+            if not_shown == 1 { "" } else { "s" }
+        );
+    }
+}
+
 /// The first line(s) of the hierarchy paragraph.
 pub(crate) fn hierarchy_heading(layout: Layout, not_shown: usize) -> String {
-    match layout {
-        Layout::Minimal => String::new(),
-        _ if not_shown > 0 => format!(
-            "Parent Tasks (root-most first):\n({not_shown} higher ancestor level{} not shown)",
-            if not_shown == 1 { "" } else { "s" }
-        ),
-        _ => "Parent Tasks (root-most first):".to_string(),
+    let mut out = String::new();
+    write_hierarchy_heading(&mut out, layout, not_shown);
+    out
+}
+
+/// Writes the text before an ancestor's goal.
+fn write_ancestor_prefix(out: &mut String, layout: Layout, entry: &HierarchyEntry) {
+    if layout == Layout::Minimal {
+        out.push_str("\nParent Task: ");
+        return;
+    }
+    out.push_str("\n[L");
+    write_layer(out, entry.layer);
+    out.push_str("] ");
+    out.push_str(&entry.task_id);
+    out.push_str(": ");
+}
+
+/// Writes the text after an ancestor's goal: the immediate parent's mark and the outcome line.
+fn write_ancestor_suffix(out: &mut String, layout: Layout, immediate: bool, summary: Option<&str>) {
+    if layout == Layout::Minimal {
+        return;
+    }
+    if immediate {
+        out.push_str(" (immediate parent)");
+    }
+    if let Some(summary) = summary {
+        out.push_str("\n  Outcome: ");
+        out.push_str(summary);
     }
 }
 
@@ -139,18 +215,10 @@ pub(crate) fn ancestor_framing(
     immediate: bool,
     summary: Option<&str>,
 ) -> (String, String) {
-    if layout == Layout::Minimal {
-        return ("\nParent Task: ".to_string(), String::new());
-    }
-    let prefix = format!("\n[L{}] {}: ", layer_text(entry.layer), entry.task_id);
+    let mut prefix = String::new();
+    write_ancestor_prefix(&mut prefix, layout, entry);
     let mut suffix = String::new();
-    if immediate {
-        suffix.push_str(" (immediate parent)");
-    }
-    if let Some(summary) = summary {
-        suffix.push_str("\n  Outcome: ");
-        suffix.push_str(summary);
-    }
+    write_ancestor_suffix(&mut suffix, layout, immediate, summary);
     (prefix, suffix)
 }
 
@@ -166,36 +234,43 @@ pub(crate) fn write_item_framing(out: &mut String, item: &ContextItem) {
                 .source_task_id
                 .strip_prefix("additional:")
                 .unwrap_or(&item.source_task_id);
-            let _ = write!(out, "Source: {key}\nContent:\n");
+            out.push_str("Source: ");
+            out.push_str(key);
+            out.push_str("\nContent:\n");
         }
         SourceKind::AuxData => {
             let key = item
                 .source_task_id
                 .strip_prefix("aux_data:")
                 .unwrap_or(&item.source_task_id);
-            let _ = write!(out, "Key: {key}\nContent:\n");
+            out.push_str("Key: ");
+            out.push_str(key);
+            out.push_str("\nContent:\n");
         }
         _ => {
-            let _ = write!(
-                out,
-                "Task ID: {}\nGoal: {}\n",
-                item.source_task_id, item.source_task_goal
-            );
+            out.push_str("Task ID: ");
+            out.push_str(&item.source_task_id);
+            out.push_str("\nGoal: ");
+            out.push_str(&item.source_task_goal);
+            out.push('\n');
             if item.kind == SourceKind::Child
                 && let Some(status) = item.status
             {
-                let _ = writeln!(out, "Status: {status}");
+                out.push_str("Status: ");
+                out.push_str(status.as_str());
+                out.push('\n');
             }
-            let what = match item.selection {
+            out.push_str(match item.selection {
                 ContentSelection::Error => "Error",
                 ContentSelection::Note => "Note",
                 _ => "Output",
-            };
-            if item.content_type.is_empty() {
-                let _ = writeln!(out, "{what}:");
-            } else {
-                let _ = writeln!(out, "{what} ({}):", item.content_type);
+            });
+            if !item.content_type.is_empty() {
+                out.push_str(" (");
+                out.push_str(&item.content_type);
+                out.push(')');
             }
+            out.push_str(":\n");
         }
     }
 }
@@ -261,22 +336,24 @@ pub fn format_view(view: &FormatView<'_>) -> String {
             })
             .sum::<usize>();
     let mut out = String::with_capacity(capacity);
-    let (current_prefix, current_suffix) = current_framing(
-        view.layout,
-        view.current_task_id,
-        view.current_task_type,
-        view.current_layer,
-    );
+    let current = |out: &mut String| {
+        write_current_prefix(
+            out,
+            view.layout,
+            view.current_task_id,
+            view.current_task_type,
+            view.current_layer,
+        );
+        out.push_str(view.current_goal);
+        write_current_suffix(out, view.layout, view.current_task_type, view.current_layer);
+    };
     let last = view.parent_hierarchy.len().saturating_sub(1);
     if view.layout == Layout::Minimal {
-        out.push_str(&current_prefix);
-        out.push_str(view.current_goal);
-        out.push_str(&current_suffix);
+        current(&mut out);
         if let Some(parent) = view.parent_hierarchy.last() {
-            let (prefix, suffix) = ancestor_framing(view.layout, parent, true, None);
-            out.push_str(&prefix);
+            write_ancestor_prefix(&mut out, view.layout, parent);
             out.push_str(&parent.goal);
-            out.push_str(&suffix);
+            write_ancestor_suffix(&mut out, view.layout, true, None);
         }
         if let Some(objective) = view.overall_project_goal {
             out.push_str(objective_prefix(view.layout));
@@ -289,19 +366,15 @@ pub fn format_view(view: &FormatView<'_>) -> String {
         }
         if !view.parent_hierarchy.is_empty() {
             paragraph(&mut out);
-            out.push_str(&hierarchy_heading(view.layout, view.ancestors_not_shown));
+            write_hierarchy_heading(&mut out, view.layout, view.ancestors_not_shown);
             for (i, entry) in view.parent_hierarchy.iter().enumerate() {
-                let (prefix, suffix) =
-                    ancestor_framing(view.layout, entry, i == last, entry.summary.as_deref());
-                out.push_str(&prefix);
+                write_ancestor_prefix(&mut out, view.layout, entry);
                 out.push_str(&entry.goal);
-                out.push_str(&suffix);
+                write_ancestor_suffix(&mut out, view.layout, i == last, entry.summary.as_deref());
             }
         }
         paragraph(&mut out);
-        out.push_str(&current_prefix);
-        out.push_str(view.current_goal);
-        out.push_str(&current_suffix);
+        current(&mut out);
     }
     let mut section: Option<SourceKind> = None;
     for item in view.items {
