@@ -3,7 +3,9 @@
 //! Every read goes through a [`ReadLog`], which reads each record once per build and remembers
 //! what it saw, so the built-context cache can later re-check exactly those records.
 
+use std::borrow::Borrow;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
@@ -22,27 +24,87 @@ use super::types::{BuildWarning, ContentSelection, SourceKind, WarningKind};
 /// The parent walk stops after this many hops (SPEC R6.1.1).
 pub(crate) const MAX_ANCESTOR_HOPS: usize = 20;
 
-/// Every record and children list one build read, in order.
+/// A record, hashed and compared by its id, so that a set of records can be searched by id
+/// (`set.contains(id.as_str())`) without copying any id into the set.
+#[derive(Debug, Clone)]
+pub(crate) struct ById(pub(crate) Arc<TaskRecord>);
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, which `Borrow<str>` requires.
+        self.0.task_id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.task_id == other.0.task_id
+    }
+}
+
+impl Eq for ById {}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.0.task_id.as_str()
+    }
+}
+
+/// Records by id (see [`ById`]).
+pub(crate) type RecordSet = FastSet<ById>;
+
+/// Every record and children list one build read.
 #[derive(Debug, Default)]
 pub(crate) struct ReadLog {
-    pub(crate) gets: Vec<(TaskId, Option<Arc<TaskRecord>>)>,
-    index: FastMap<TaskId, usize>,
+    /// Records read under their own id (every read, from a store that keeps its contract).
+    found: RecordSet,
+    /// Ids read without a record (or, from a store that breaks its contract, with a record of
+    /// another id).
+    others: FastMap<TaskId, Option<Arc<TaskRecord>>>,
     pub(crate) children: Vec<(TaskId, Vec<Arc<TaskRecord>>)>,
     /// `None`: the similarity index was not used; `Some(g)`: used at generation `g`.
     pub(crate) similarity: Option<Option<u64>>,
 }
 
 impl ReadLog {
-    pub(crate) fn remember(&mut self, id: TaskId, record: Option<Arc<TaskRecord>>) {
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.index.entry(id) {
-            let id = slot.key().clone();
-            slot.insert(self.gets.len());
-            self.gets.push((id, record));
+    /// Remembers what reading `id` gave, unless `id` was read before (the first read wins).
+    pub(crate) fn remember(&mut self, id: &TaskId, record: Option<Arc<TaskRecord>>) {
+        match record {
+            Some(record) if record.task_id == *id => {
+                if self.others.is_empty() || !self.others.contains_key(id) {
+                    self.found.insert(ById(record));
+                }
+            }
+            record => {
+                if !self.found.contains(id.as_str()) && !self.others.contains_key(id) {
+                    self.others.insert(id.clone(), record);
+                }
+            }
         }
     }
 
+    fn is_known(&self, id: &TaskId) -> bool {
+        self.found.contains(id.as_str()) || self.others.contains_key(id)
+    }
+
     fn known(&self, id: &TaskId) -> Option<Option<Arc<TaskRecord>>> {
-        self.index.get(id).map(|&i| self.gets[i].1.clone())
+        if let Some(found) = self.found.get(id.as_str()) {
+            return Some(Some(Arc::clone(&found.0)));
+        }
+        self.others.get(id).cloned()
+    }
+
+    /// How many reads the log holds.
+    pub(crate) fn len(&self) -> usize {
+        self.found.len() + self.others.len()
+    }
+
+    /// Every read: the id and what it gave.
+    pub(crate) fn reads(self) -> impl Iterator<Item = (TaskId, Option<Arc<TaskRecord>>)> {
+        self.found
+            .into_iter()
+            .map(|r| (r.0.task_id.clone(), Some(r.0)))
+            .chain(self.others)
     }
 
     pub(crate) async fn get(
@@ -54,7 +116,7 @@ impl ReadLog {
             return Ok(known);
         }
         let record = store.get(id).await?;
-        self.remember(id.clone(), record.clone());
+        self.remember(id, record.clone());
         Ok(record)
     }
 
@@ -64,16 +126,31 @@ impl ReadLog {
         store: &dyn RecordStore,
         ids: &[TaskId],
     ) -> StoreResult<Vec<Option<Arc<TaskRecord>>>> {
+        // The usual case: none of them read yet, no id twice. The store reads `ids` as they are
+        // and its answer is the result.
+        if !ids.iter().any(|id| self.is_known(id)) && !has_duplicates(ids) {
+            let found = store.get_many(ids).await?;
+            if found.len() == ids.len() {
+                for (id, record) in ids.iter().zip(&found) {
+                    self.remember(id, record.clone());
+                }
+                return Ok(found);
+            }
+            for (id, record) in ids.iter().zip(found) {
+                self.remember(id, record);
+            }
+            return Ok(ids.iter().map(|id| self.known(id).flatten()).collect());
+        }
         let mut missing: Vec<TaskId> = Vec::new();
         let mut seen: FastSet<&TaskId> = FastSet::default();
         for id in ids {
-            if !self.index.contains_key(id) && seen.insert(id) {
+            if !self.is_known(id) && seen.insert(id) {
                 missing.push(id.clone());
             }
         }
         if !missing.is_empty() {
             let found = store.get_many(&missing).await?;
-            for (id, record) in missing.into_iter().zip(found) {
+            for (id, record) in missing.iter().zip(found) {
                 self.remember(id, record);
             }
         }
@@ -87,11 +164,21 @@ impl ReadLog {
     ) -> StoreResult<Vec<Arc<TaskRecord>>> {
         let children = store.children(parent).await?;
         for child in &children {
-            self.remember(child.task_id.clone(), Some(Arc::clone(child)));
+            self.remember(&child.task_id, Some(Arc::clone(child)));
         }
         self.children.push((parent.clone(), children.clone()));
         Ok(children)
     }
+}
+
+/// Whether an id occurs twice in `ids` (a plan that lists a sub-task twice).
+fn has_duplicates(ids: &[TaskId]) -> bool {
+    // Comparing pairs beats hashing for the short lists of a plan.
+    if ids.len() <= 16 {
+        return ids.iter().enumerate().any(|(i, id)| ids[..i].contains(id));
+    }
+    let mut seen: FastSet<&TaskId> = FastSet::default();
+    !ids.iter().all(|id| seen.insert(id))
 }
 
 /// Whether two reads saw the same record: the same allocation, or the same revision and content
@@ -121,10 +208,16 @@ pub(crate) async fn ancestors(
     redact: &(dyn Fn(&str) -> String + Sync),
 ) -> StoreResult<Ancestry> {
     let mut chain: Vec<Arc<TaskRecord>> = Vec::new();
-    // A chain is at most 20 long: a vector beats a hash set here.
-    let mut seen: Vec<TaskId> = vec![task.task_id.clone()];
-    let mut next = task.parent_task_id.clone();
-    while let Some(id) = next {
+    // The record whose parent is read next (the ids are borrowed from it, not copied).
+    let mut last: Option<Arc<TaskRecord>> = None;
+    loop {
+        let next = match &last {
+            Some(record) => record.parent_task_id.as_ref(),
+            None => task.parent_task_id.as_ref(),
+        };
+        let Some(id) = next else {
+            break;
+        };
         if chain.len() == limit {
             if limit == MAX_ANCESTOR_HOPS {
                 warnings.push(BuildWarning::new(
@@ -142,7 +235,8 @@ pub(crate) async fn ancestors(
                 reached_root: false,
             });
         }
-        if seen.contains(&id) {
+        // A chain is at most 20 long: a scan beats a hash set here.
+        if *id == task.task_id || chain.iter().any(|r| r.task_id == *id) {
             warnings.push(BuildWarning::new(
                 WarningKind::ParentCycle,
                 Some(redact(id.as_str())),
@@ -156,7 +250,7 @@ pub(crate) async fn ancestors(
                 reached_root: false,
             });
         }
-        match log.get(store, &id).await? {
+        match log.get(store, id).await? {
             None => {
                 warnings.push(BuildWarning::new(
                     WarningKind::MissingRecord,
@@ -169,9 +263,8 @@ pub(crate) async fn ancestors(
                 });
             }
             Some(record) => {
-                next = record.parent_task_id.clone();
-                seen.push(id);
-                chain.push(record);
+                chain.push(Arc::clone(&record));
+                last = Some(record);
             }
         }
     }
@@ -208,7 +301,8 @@ pub(crate) enum Primary {
 #[derive(Debug, Clone)]
 pub(crate) struct Candidate {
     pub(crate) kind: SourceKind,
-    /// Raw id for records (redacted later with the record), or the final pseudo id.
+    /// The id shown for a text body (a pseudo id, or a record's redacted id); empty for a record
+    /// body, which shows its record's redacted id.
     pub(crate) source_id: String,
     /// For non-record bodies: the label shown as `source_task_goal`.
     pub(crate) label_goal: Option<String>,
@@ -251,7 +345,7 @@ pub(crate) fn record_candidate(
     let primary = primary_of(record)?;
     Some(Candidate {
         kind,
-        source_id: record.task_id.as_str().to_string(),
+        source_id: String::new(),
         label_goal: None,
         default_label,
         forced_label: None,
@@ -479,6 +573,55 @@ mod tests {
 
     fn id(s: &str) -> TaskId {
         TaskId::new(s).unwrap()
+    }
+
+    #[test]
+    fn the_read_log_reads_each_id_once_and_answers_in_the_order_asked() {
+        use taskctx_store::RecordStoreExt as _;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = taskctx_store_memory::MemoryRecordStore::new();
+            for s in ["a", "b"] {
+                store
+                    .create(TaskRecord::new(id(s), "g", TaskType::Think))
+                    .await
+                    .unwrap();
+            }
+            let names = |got: Vec<Option<Arc<TaskRecord>>>| -> Vec<Option<String>> {
+                got.iter()
+                    .map(|r| r.as_ref().map(|r| r.task_id.as_str().to_string()))
+                    .collect()
+            };
+            let mut log = ReadLog::default();
+            let got = log.get_many(&store, &[id("a"), id("x")]).await.unwrap();
+            assert_eq!(names(got), [Some("a".into()), None]);
+            // Known ids, an id twice and a new one.
+            let got = log
+                .get_many(&store, &[id("b"), id("a"), id("b"), id("x")])
+                .await
+                .unwrap();
+            assert_eq!(
+                names(got),
+                [Some("b".into()), Some("a".into()), Some("b".into()), None]
+            );
+            assert!(log.get(&store, &id("x")).await.unwrap().is_none());
+            assert_eq!(log.len(), 3);
+            let mut reads: Vec<(String, bool)> = log
+                .reads()
+                .map(|(id, r)| (id.into_string(), r.is_some()))
+                .collect();
+            reads.sort();
+            assert_eq!(
+                reads,
+                [("a".into(), true), ("b".into(), true), ("x".into(), false)]
+            );
+        });
+        assert!(has_duplicates(&[id("a"), id("b"), id("a")]));
+        let many: Vec<TaskId> = (0..40).map(|i| id(&format!("t{i}"))).collect();
+        assert!(!has_duplicates(&many));
+        assert!(has_duplicates(&[many.as_slice(), &[id("t3")]].concat()));
     }
 
     #[test]

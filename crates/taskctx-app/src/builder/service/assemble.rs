@@ -473,8 +473,8 @@ impl ContextBuilderService {
                 *selection,
                 None,
             ),
-            (Body::Record { .. }, None) => (
-                candidate.source_id.clone(),
+            (Body::Record { record, .. }, None) => (
+                record.task_id.as_str().to_string(),
                 candidate.label_goal.clone().unwrap_or_default(),
                 None,
                 ContentSelection::Note,

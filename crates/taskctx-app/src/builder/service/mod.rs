@@ -24,7 +24,8 @@ use super::format::{
     item_framing, objective_prefix, section_heading, section_rank, status_note,
 };
 use super::gather::{
-    self, Body, Candidate, CatchUnwind, MAX_ANCESTOR_HOPS, Primary, ReadLog, same_record,
+    self, Body, ById, Candidate, CatchUnwind, MAX_ANCESTOR_HOPS, Primary, ReadLog, RecordSet,
+    same_record,
 };
 use super::memo::{FastMap, FastSet, Memo, MemoCounter};
 use super::metrics::{Metrics, MetricsSnapshot};
@@ -381,7 +382,7 @@ impl ContextBuilderService {
             }
         };
         let mut log = ReadLog::default();
-        log.remember(request.task_id.clone(), Some(Arc::clone(&current)));
+        log.remember(&request.task_id, Some(Arc::clone(&current)));
         let outcome = CatchUnwind::new(self.build_full(&current, &request, &mut log)).await;
         let cause = match outcome {
             Ok(Ok(context)) => {
@@ -410,19 +411,20 @@ impl ContextBuilderService {
 
     /// Caches a context with the reads it was built from, unless it depended on a similarity
     /// index that cannot say when it changes.
-    fn remember(&self, request: ContextRequest, context: &AgentTaskInput, log: ReadLog) {
+    fn remember(&self, request: ContextRequest, context: &AgentTaskInput, mut log: ReadLog) {
         if self.options.cache_entries == 0 || log.similarity == Some(None) {
             return;
         }
-        let weight = context.formatted.len() * 2 + log.gets.len() * 64 + 256;
-        let (ids, records): (Vec<TaskId>, Vec<Option<Arc<TaskRecord>>>) =
-            log.gets.into_iter().unzip();
+        let weight = context.formatted.len() * 2 + log.len() * 64 + 256;
+        let children = std::mem::take(&mut log.children);
+        let similarity = log.similarity.flatten();
+        let (ids, records): (Vec<TaskId>, Vec<Option<Arc<TaskRecord>>>) = log.reads().unzip();
         let entry = CacheEntry {
             result: context.clone(),
             ids,
             records,
-            children: log.children,
-            similarity: log.similarity.flatten(),
+            children,
+            similarity,
         };
         self.cache.insert(request, Arc::new(entry), weight);
     }

@@ -47,8 +47,8 @@ impl ContextBuilderService {
         let objective = objective(current, &ancestry).map(|o| self.redact(o));
 
         let mut candidates: Vec<Candidate> = Vec::new();
-        let mut used: FastSet<TaskId> = FastSet::default();
-        used.insert(current.task_id.clone());
+        let mut used = RecordSet::default();
+        used.insert(ById(Arc::clone(current)));
         self.request_sections(&plan, request, &mut candidates);
 
         // Siblings, through the parent's plan (indexed reads only).
@@ -86,7 +86,7 @@ impl ContextBuilderService {
             );
             let records = log.get_many(store, &deps).await?;
             for (id, record) in deps.iter().zip(records) {
-                if used.contains(id) {
+                if used.contains(id.as_str()) {
                     continue;
                 }
                 let Some(record) = record else {
@@ -122,7 +122,7 @@ impl ContextBuilderService {
                 .unwrap_or_else(|| {
                     note_candidate(SourceKind::Dependency, &self.prepare(&record), order)
                 });
-                used.insert(id.clone());
+                used.insert(ById(record));
                 candidates.push(candidate);
             }
         }
@@ -385,14 +385,14 @@ impl ContextBuilderService {
     fn push_record(
         &self,
         candidates: &mut Vec<Candidate>,
-        used: &mut FastSet<TaskId>,
+        used: &mut RecordSet,
         warnings: &mut Vec<BuildWarning>,
         record: &Arc<TaskRecord>,
         kind: SourceKind,
         relevance: f64,
         default_label: &'static str,
     ) {
-        if used.contains(&record.task_id)
+        if used.contains(record.task_id.as_str())
             || (kind != SourceKind::ParentOutput && record.status != TaskStatus::Done)
         {
             return;
@@ -402,7 +402,7 @@ impl ContextBuilderService {
             gather::record_candidate(kind, record, relevance, false, default_label, order)
         {
             self.note_compressed(record, warnings);
-            used.insert(record.task_id.clone());
+            used.insert(ById(Arc::clone(record)));
             candidates.push(candidate);
         }
     }
@@ -438,7 +438,7 @@ impl ContextBuilderService {
         ancestry: &gather::Ancestry,
         log: &mut ReadLog,
         candidates: &mut Vec<Candidate>,
-        used: &mut FastSet<TaskId>,
+        used: &mut RecordSet,
         warnings: &mut Vec<BuildWarning>,
     ) -> StoreResult<()> {
         let store = self.store.as_ref();
@@ -480,7 +480,7 @@ impl ContextBuilderService {
                 }
                 continue;
             };
-            if used.contains(id) {
+            if used.contains(id.as_str()) {
                 continue;
             }
             if !self.same_tree(&record, &tree, &root, log).await? {
@@ -609,7 +609,7 @@ impl ContextBuilderService {
                     let p = self.prepare(child);
                     (p.id.clone(), Some(p.goal.clone()))
                 }
-                Body::Record { .. } => (child.task_id.as_str().to_string(), None),
+                Body::Record { .. } => (String::new(), None),
             };
             candidates.push(Candidate {
                 kind: SourceKind::Child,
@@ -633,7 +633,7 @@ impl ContextBuilderService {
         ancestry: &gather::Ancestry,
         log: &mut ReadLog,
         candidates: &mut Vec<Candidate>,
-        used: &mut FastSet<TaskId>,
+        used: &mut RecordSet,
         warnings: &mut Vec<BuildWarning>,
     ) -> StoreResult<()> {
         let mut excluded: FastSet<&TaskId> = ancestry.chain.iter().map(|r| &r.task_id).collect();
@@ -653,7 +653,7 @@ impl ContextBuilderService {
         };
         let hits: Vec<_> = hits
             .into_iter()
-            .filter(|h| !excluded.contains(&h.task_id) && !used.contains(&h.task_id))
+            .filter(|h| !excluded.contains(&h.task_id) && !used.contains(h.task_id.as_str()))
             .collect();
         // Read only as many hits as may be needed, in batches: usually one batch of
         // `max_similar` records, more only when some hits are no longer DONE.
