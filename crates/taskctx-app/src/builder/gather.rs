@@ -4,12 +4,12 @@
 //! what it saw, so the built-context cache can later re-check exactly those records.
 
 use std::borrow::Borrow;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
+use std::pin::pin;
 use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use regex::Regex;
 use taskctx_domain::{
@@ -527,32 +527,19 @@ pub(crate) fn looks_like_roma_id(id: &str) -> bool {
     ROMA_ID.as_ref().is_some_and(|r| r.is_match(id))
 }
 
-/// A future that turns a panic while polling into an error carrying the panic message, so a bug
-/// in a store, strategy or collaborator degrades one context instead of unwinding through the
-/// caller (SPEC R6.7).
-pub(crate) struct CatchUnwind<F> {
-    inner: Pin<Box<F>>,
-}
-
-impl<F> CatchUnwind<F> {
-    pub(crate) fn new(inner: F) -> Self {
-        Self {
-            inner: Box::pin(inner),
-        }
-    }
-}
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, String>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.get_mut().inner;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+/// Runs `future`, turning a panic while polling it into an error carrying the panic message, so
+/// a bug in a store, strategy or collaborator degrades one context instead of unwinding through
+/// the caller (SPEC R6.7). The future is polled where it stands, without a heap allocation.
+pub(crate) async fn catch_unwind<F: Future>(future: F) -> Result<F::Output, String> {
+    let mut future = pin!(future);
+    poll_fn(
+        |cx| match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
             Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
-        }
-    }
+        },
+    )
+    .await
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

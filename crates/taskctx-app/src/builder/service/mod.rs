@@ -24,7 +24,7 @@ use super::format::{
     item_framing, objective_prefix, section_heading, section_rank, status_note,
 };
 use super::gather::{
-    self, Body, ById, Candidate, CatchUnwind, MAX_ANCESTOR_HOPS, Primary, ReadLog, RecordSet,
+    self, Body, ById, Candidate, MAX_ANCESTOR_HOPS, Primary, ReadLog, RecordSet, catch_unwind,
     same_record,
 };
 use super::memo::{FastMap, FastSet, Memo, MemoCounter};
@@ -345,7 +345,7 @@ impl ContextBuilderService {
     async fn build_in_span(&self, request: ContextRequest) -> Result<AgentTaskInput, BuildError> {
         if self.options.cache_entries > 0 {
             if let Some(entry) = self.cache.get(&request)
-                && CatchUnwind::new(self.still_valid(&entry)).await == Ok(true)
+                && catch_unwind(self.still_valid(&entry)).await == Ok(true)
             {
                 self.metrics.cache_hit();
                 self.metrics
@@ -358,7 +358,7 @@ impl ContextBuilderService {
             }
             self.metrics.cache_miss();
         }
-        let current = match CatchUnwind::new(self.store.get(&request.task_id)).await {
+        let current = match catch_unwind(self.store.get(&request.task_id)).await {
             Ok(Ok(Some(record))) => record,
             Ok(Ok(None)) => {
                 self.metrics.error();
@@ -383,7 +383,7 @@ impl ContextBuilderService {
         };
         let mut log = ReadLog::default();
         log.remember(&request.task_id, Some(Arc::clone(&current)));
-        let outcome = CatchUnwind::new(self.build_full(&current, &request, &mut log)).await;
+        let outcome = catch_unwind(self.build_full(&current, &request, &mut log)).await;
         let cause = match outcome {
             Ok(Ok(context)) => {
                 self.metrics
@@ -571,7 +571,7 @@ impl ContextBuilderService {
         } else {
             current.task_type
         };
-        let attempt = CatchUnwind::new(async {
+        let attempt = catch_unwind(async {
             let assembly = Assembly {
                 context_type: request.context_type,
                 layout: Layout::Minimal,
