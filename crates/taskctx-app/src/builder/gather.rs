@@ -381,11 +381,11 @@ pub(crate) fn declared_dependencies(
     redact: &(dyn Fn(&str) -> String + Sync),
 ) -> Vec<TaskId> {
     let mut out: Vec<TaskId> = Vec::new();
-    let me = Some(redact(task.task_id.as_str()));
+    // The task's id is redacted only for a warning: most plans have none.
     let warn = |warnings: &mut Vec<BuildWarning>, message: String| {
         warnings.push(BuildWarning::new(
             WarningKind::InvalidDependency,
-            me.clone(),
+            Some(redact(task.task_id.as_str())),
             message,
         ));
     };

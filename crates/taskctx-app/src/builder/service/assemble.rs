@@ -69,7 +69,7 @@ impl ContextBuilderService {
             chain: None,
         });
         parts.push(HeaderPart::Current);
-        let objective_tokens = a.objective.as_deref().map(count);
+        let objective_tokens = a.objective.as_ref().map(|o| o.tokens);
         if let Some(tokens) = objective_tokens {
             blocks.push(BlockSpec {
                 group: Group::Header,
@@ -218,7 +218,7 @@ impl ContextBuilderService {
 
         // Header texts.
         let mut current_goal = a.current.goal.clone();
-        let mut objective = a.objective.clone();
+        let mut objective = a.objective.as_ref().map(|o| o.text.to_string());
         let mut hierarchy: Vec<HierarchyEntry> = Vec::new();
         let mut dropped_ancestors = 0usize;
         for (i, part) in parts.iter().enumerate() {

@@ -75,6 +75,7 @@ struct Prepared {
     output: OnceLock<Option<Text>>,
     summary: OnceLock<Option<Text>>,
     error: OnceLock<Option<Text>>,
+    objective: OnceLock<Option<Text>>,
     reductions: Mutex<Vec<(Primary, usize, Option<Text>)>>,
     counts: RecordCounts,
 }
@@ -238,7 +239,7 @@ struct Assembly {
     layout: Layout,
     task_type: TaskType,
     current: Arc<Prepared>,
-    objective: Option<String>,
+    objective: Option<Text>,
     /// Ancestors to render, nearest first, with whether to offer their summary.
     ancestors: Vec<Arc<Prepared>>,
     /// Ancestors above `ancestors` that are not rendered.
@@ -487,6 +488,7 @@ impl ContextBuilderService {
             output: OnceLock::new(),
             summary: OnceLock::new(),
             error: OnceLock::new(),
+            objective: OnceLock::new(),
             reductions: Mutex::new(Vec::new()),
             counts: RecordCounts::default(),
         });
@@ -494,6 +496,7 @@ impl ContextBuilderService {
             + record.goal.len() * 2
             + record.output_summary.as_ref().map_or(0, String::len) * 2
             + record.error_message.as_ref().map_or(0, String::len) * 2
+            + record.overall_objective.as_ref().map_or(0, String::len) * 2
             + record.output_content.as_ref().map_or(0, json_size) * 3;
         self.prepared
             .insert(record.task_id.clone(), Arc::clone(&prepared), weight);
@@ -551,6 +554,19 @@ impl ContextBuilderService {
             .as_ref()
     }
 
+    /// The record's own overall objective, redacted and counted.
+    fn objective_of(&self, p: &Prepared) -> Option<Text> {
+        p.objective
+            .get_or_init(|| {
+                let objective = p.record.overall_objective.as_deref()?;
+                if objective.trim().is_empty() {
+                    return None;
+                }
+                Some(self.counted(self.redact(objective)))
+            })
+            .clone()
+    }
+
     fn primary_of<'a>(&self, p: &'a Prepared, primary: Primary) -> Option<&'a Text> {
         match primary {
             Primary::Output => self.output_of(p),
@@ -572,16 +588,13 @@ impl ContextBuilderService {
             current.task_type
         };
         let attempt = catch_unwind(async {
+            let current_prepared = self.prepare(current);
             let assembly = Assembly {
                 context_type: request.context_type,
                 layout: Layout::Minimal,
                 task_type,
-                current: self.prepare(current),
-                objective: current
-                    .overall_objective
-                    .as_deref()
-                    .filter(|o| !o.trim().is_empty())
-                    .map(|o| self.redact(o)),
+                current: Arc::clone(&current_prepared),
+                objective: self.objective_of(&current_prepared),
                 ancestors: Vec::new(),
                 hidden_ancestors: 0,
                 candidates: Vec::new(),

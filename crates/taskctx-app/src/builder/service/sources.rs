@@ -30,10 +30,7 @@ impl ContextBuilderService {
         .any(|s| plan.uses(*s));
         // The objective is inherited from the nearest ancestor that has one: walk the chain when
         // the task has none of its own.
-        let own_objective = current
-            .overall_objective
-            .as_deref()
-            .is_some_and(|o| !o.trim().is_empty());
+        let own_objective = has_objective(current);
         let limit = if needs_chain || !own_objective {
             MAX_ANCESTOR_HOPS
         } else if needs_parent {
@@ -44,7 +41,17 @@ impl ContextBuilderService {
         let ancestry =
             gather::ancestors(store, log, current, limit, &mut warnings, &redact).await?;
         let parent = ancestry.chain.first().cloned();
-        let objective = objective(current, &ancestry).map(|o| self.redact(o));
+        let objective = match objective_source(current, &ancestry) {
+            Some(ObjectiveSource::Own(record)) => self.objective_of(&self.prepare(record)),
+            Some(ObjectiveSource::RootGoal(root)) => {
+                let p = self.prepare(root);
+                Some(Text {
+                    text: p.goal.as_str().into(),
+                    tokens: self.goal_tokens(&p),
+                })
+            }
+            None => None,
+        };
 
         let mut candidates: Vec<Candidate> = Vec::new();
         let mut used = RecordSet::default();
@@ -688,23 +695,38 @@ impl ContextBuilderService {
     }
 }
 
-/// The overall objective: the task's own, else the nearest ancestor's, else the goal of the root
-/// the walk reached.
-fn objective<'a>(current: &'a TaskRecord, ancestry: &'a gather::Ancestry) -> Option<&'a str> {
-    let own = |r: &'a TaskRecord| {
-        r.overall_objective
-            .as_deref()
-            .filter(|o| !o.trim().is_empty())
-    };
-    own(current)
-        .or_else(|| ancestry.chain.iter().find_map(|r| own(r)))
-        .or_else(|| {
-            ancestry
-                .reached_root
-                .then(|| ancestry.chain.last().map(|r| r.goal.as_str()))
-                .flatten()
-                .filter(|g| !g.trim().is_empty())
-        })
+/// Where the overall objective comes from: the task's own, else the nearest ancestor's, else
+/// the goal of the root the walk reached.
+enum ObjectiveSource<'a> {
+    /// A record's own `overall_objective`.
+    Own(&'a Arc<TaskRecord>),
+    /// The goal of the root.
+    RootGoal(&'a Arc<TaskRecord>),
+}
+
+fn objective_source<'a>(
+    current: &'a Arc<TaskRecord>,
+    ancestry: &'a gather::Ancestry,
+) -> Option<ObjectiveSource<'a>> {
+    if has_objective(current) {
+        return Some(ObjectiveSource::Own(current));
+    }
+    if let Some(r) = ancestry.chain.iter().find(|r| has_objective(r)) {
+        return Some(ObjectiveSource::Own(r));
+    }
+    ancestry
+        .chain
+        .last()
+        .filter(|r| ancestry.reached_root && !r.goal.trim().is_empty())
+        .map(ObjectiveSource::RootGoal)
+}
+
+/// Whether a record states an overall objective.
+pub(super) fn has_objective(record: &TaskRecord) -> bool {
+    record
+        .overall_objective
+        .as_deref()
+        .is_some_and(|o| !o.trim().is_empty())
 }
 
 /// A DONE record without content, as a note item (dependencies are shown even when empty, so
