@@ -1,7 +1,8 @@
 //! Reading the sources of R6.1 from the store: the only place the builder does I/O.
 //!
-//! Every read goes through a [`ReadLog`], which reads each record once per build and remembers
-//! what it saw, so the built-context cache can later re-check exactly those records.
+//! Every read goes through a [`ReadLog`], which keeps the first answer for each record (a build
+//! sees one version of each) and remembers it, so the built-context cache can later re-check
+//! exactly those records.
 
 use std::borrow::Borrow;
 use std::future::{Future, poll_fn};
@@ -67,6 +68,14 @@ pub(crate) struct ReadLog {
 }
 
 impl ReadLog {
+    /// A log with room for `reads` records (a typical build reads 10–30).
+    pub(crate) fn with_capacity(reads: usize) -> Self {
+        Self {
+            found: RecordSet::with_capacity_and_hasher(reads, Default::default()),
+            ..Self::default()
+        }
+    }
+
     /// Remembers what reading `id` gave, unless `id` was read before (the first read wins).
     pub(crate) fn remember(&mut self, id: &TaskId, record: Option<Arc<TaskRecord>>) {
         match record {
@@ -126,11 +135,13 @@ impl ReadLog {
         store: &dyn RecordStore,
         ids: &[TaskId],
     ) -> StoreResult<Vec<Option<Arc<TaskRecord>>>> {
-        // The usual case: none of them read yet, no id twice. The store reads `ids` as they are
-        // and its answer is the result.
-        if !ids.iter().any(|id| self.is_known(id)) && !has_duplicates(ids) {
+        // The usual cases: none or few of them read yet (a plan that lists the current task),
+        // no id twice. The store reads `ids` as they are: reading a few known records again
+        // costs less than copying every other id. The first answer for each id is kept.
+        let known = ids.iter().filter(|id| self.is_known(id)).count();
+        if known * 4 <= ids.len() && !has_duplicates(ids) {
             let found = store.get_many(ids).await?;
-            if found.len() == ids.len() {
+            if known == 0 && found.len() == ids.len() {
                 for (id, record) in ids.iter().zip(&found) {
                     self.remember(id, record.clone());
                 }

@@ -50,13 +50,14 @@ impl ContextBuilderService {
                 a.hidden_ancestors + a.ancestors.len(),
             )) + separator;
         }
-        for (i, kind) in SECTION_ORDER.iter().enumerate() {
-            section_costs[2 + i] = self.shape_tokens(Shape::SectionHeading(*kind)) + separator;
+        for (cost, heading) in section_costs[2..].iter_mut().zip(self.heading_tokens()) {
+            *cost = heading + separator;
         }
 
         // Header blocks: current, objective, ancestors nearest first.
-        let mut blocks: Vec<BlockSpec> = Vec::new();
-        let mut parts: Vec<HeaderPart> = Vec::new();
+        let header_blocks = 2 + a.ancestors.len();
+        let mut blocks: Vec<BlockSpec> = Vec::with_capacity(header_blocks + a.candidates.len());
+        let mut parts: Vec<HeaderPart> = Vec::with_capacity(header_blocks);
         let goal_tokens = self.goal_tokens(&a.current);
         blocks.push(BlockSpec {
             group: budget::Group::Header,
@@ -83,7 +84,7 @@ impl ContextBuilderService {
             });
             parts.push(HeaderPart::Objective);
         }
-        let mut ancestor_entries: Vec<HierarchyEntry> = Vec::new();
+        let mut ancestor_entries: Vec<HierarchyEntry> = Vec::with_capacity(a.ancestors.len());
         for (i, p) in a.ancestors.iter().enumerate() {
             let entry = hierarchy_entry(p, self.summary_of(p).map(|t| t.text.to_string()));
             let (framing, lean) = self.ancestor_framing_tokens(layout, p, &entry, i == 0);
@@ -219,8 +220,10 @@ impl ContextBuilderService {
         // Header texts.
         let mut current_goal = a.current.goal.clone();
         let mut objective = a.objective.as_ref().map(|o| o.text.to_string());
-        let mut hierarchy: Vec<HierarchyEntry> = Vec::new();
+        let mut hierarchy: Vec<HierarchyEntry> = Vec::with_capacity(ancestor_entries.len());
         let mut dropped_ancestors = 0usize;
+        // Parts list the ancestors in order: each entry is moved out once.
+        let mut entries = ancestor_entries.into_iter();
         for (i, part) in parts.iter().enumerate() {
             let decision = decisions[i];
             match part {
@@ -277,8 +280,10 @@ impl ContextBuilderService {
                         }
                     }
                 }
-                HeaderPart::Ancestor(k) => {
-                    let mut entry = ancestor_entries[*k].clone();
+                HeaderPart::Ancestor(_) => {
+                    let Some(mut entry) = entries.next() else {
+                        continue;
+                    };
                     let goal_tokens = blocks[i].content;
                     match decision {
                         Decision::Keep {
@@ -322,7 +327,7 @@ impl ContextBuilderService {
         hierarchy.reverse();
 
         // Item contents.
-        let mut items: Vec<(usize, usize, ContextItem)> = Vec::new();
+        let mut items: Vec<(usize, usize, ContextItem)> = Vec::with_capacity(ranked.len());
         let mut fallback_warned = false;
         for (k, (candidate, mut shell)) in ranked.iter().zip(shells).enumerate() {
             let decision = decisions[header_count + k];

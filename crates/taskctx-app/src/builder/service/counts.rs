@@ -84,6 +84,8 @@ impl Shape {
 #[derive(Default)]
 pub(super) struct ShapeCounts {
     counts: Mutex<FastMap<Shape, usize>>,
+    /// The section headings in [`SECTION_ORDER`], which every build of a full layout charges.
+    headings: OnceLock<[usize; SECTION_ORDER.len()]>,
 }
 
 /// Counts of a prepared record's texts at its revision, each computed on first use.
@@ -117,6 +119,13 @@ impl ContextBuilderService {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(shape, n);
         n
+    }
+
+    /// Tokens of every section heading, in [`SECTION_ORDER`].
+    pub(super) fn heading_tokens(&self) -> &[usize; SECTION_ORDER.len()] {
+        self.shapes.headings.get_or_init(|| {
+            SECTION_ORDER.map(|kind| self.shape_tokens(Shape::SectionHeading(kind)))
+        })
     }
 
     /// Tokens of a record's redacted id.

@@ -382,7 +382,7 @@ impl ContextBuilderService {
                 });
             }
         };
-        let mut log = ReadLog::default();
+        let mut log = ReadLog::with_capacity(32);
         log.remember(&request.task_id, Some(Arc::clone(&current)));
         let outcome = catch_unwind(self.build_full(&current, &request, &mut log)).await;
         let cause = match outcome {

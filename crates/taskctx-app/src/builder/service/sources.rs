@@ -53,8 +53,9 @@ impl ContextBuilderService {
             None => None,
         };
 
-        let mut candidates: Vec<Candidate> = Vec::new();
-        let mut used = RecordSet::default();
+        // Sized for a typical plan: a few dependencies and siblings, `max_similar` similar tasks.
+        let mut candidates: Vec<Candidate> = Vec::with_capacity(16);
+        let mut used = RecordSet::with_capacity_and_hasher(16, Default::default());
         used.insert(ById(Arc::clone(current)));
         self.request_sections(&plan, request, &mut candidates);
 
@@ -658,19 +659,19 @@ impl ContextBuilderService {
                 return Ok(());
             }
         };
-        let hits: Vec<_> = hits
+        let (ids, scores): (Vec<TaskId>, Vec<f64>) = hits
             .into_iter()
             .filter(|h| !excluded.contains(&h.task_id) && !used.contains(h.task_id.as_str()))
-            .collect();
+            .map(|h| (h.task_id, h.score))
+            .unzip();
         // Read only as many hits as may be needed, in batches: usually one batch of
         // `max_similar` records, more only when some hits are no longer DONE.
         let mut taken = 0;
         let mut start = 0;
-        while taken < self.options.max_similar && start < hits.len() {
-            let end = (start + self.options.max_similar - taken).min(hits.len());
-            let ids: Vec<TaskId> = hits[start..end].iter().map(|h| h.task_id.clone()).collect();
-            let records = log.get_many(self.store.as_ref(), &ids).await?;
-            for (hit, record) in hits[start..end].iter().zip(records) {
+        while taken < self.options.max_similar && start < ids.len() {
+            let end = (start + self.options.max_similar - taken).min(ids.len());
+            let records = log.get_many(self.store.as_ref(), &ids[start..end]).await?;
+            for (score, record) in scores[start..end].iter().zip(records) {
                 // The index may lag the store: only what the store says is DONE now counts.
                 let Some(record) = record.filter(|r| r.status == TaskStatus::Done) else {
                     continue;
@@ -682,7 +683,7 @@ impl ContextBuilderService {
                     warnings,
                     &record,
                     SourceKind::Similar,
-                    similar_relevance(hit.score),
+                    similar_relevance(*score),
                     "similar_task_output",
                 );
                 if candidates.len() > before {
