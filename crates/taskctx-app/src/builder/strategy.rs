@@ -72,6 +72,7 @@ impl SourcePlan {
 
     /// Adds sources.
     pub fn with_sources(mut self, sources: &[Source]) -> Self {
+        self.sources.reserve(sources.len());
         for source in sources {
             if !self.sources.contains(source) {
                 self.sources.push(*source);

@@ -86,7 +86,7 @@ impl ContextBuilderService {
         }
         let mut ancestor_entries: Vec<HierarchyEntry> = Vec::with_capacity(a.ancestors.len());
         for (i, p) in a.ancestors.iter().enumerate() {
-            let entry = hierarchy_entry(p, self.summary_of(p).map(|t| t.text.to_string()));
+            let entry = hierarchy_entry(p, self.summary_of(p).map(Text::to_owned_text));
             let (framing, lean) = self.ancestor_framing_tokens(layout, p, &entry, i == 0);
             blocks.push(BlockSpec {
                 group: Group::Header,
@@ -219,7 +219,7 @@ impl ContextBuilderService {
 
         // Header texts.
         let mut current_goal = a.current.goal.clone();
-        let mut objective = a.objective.as_ref().map(|o| o.text.to_string());
+        let mut objective = a.objective.as_ref().map(Text::to_owned_text);
         let mut hierarchy: Vec<HierarchyEntry> = Vec::with_capacity(ancestor_entries.len());
         let mut dropped_ancestors = 0usize;
         // Parts list the ancestors in order: each entry is moved out once.
@@ -556,16 +556,16 @@ impl ContextBuilderService {
                     Primary::Error => ContentSelection::Error,
                 };
                 match pick(main, summary, budget) {
-                    Pick::Primary => Some((text.text.to_string(), own, text.tokens)),
+                    Pick::Primary => Some((text.to_owned_text(), own, text.tokens)),
                     Pick::Summary => self
                         .summary_of(p)
-                        .map(|s| (s.text.to_string(), ContentSelection::Summary, s.tokens)),
+                        .map(|s| (s.to_owned_text(), ContentSelection::Summary, s.tokens)),
                     Pick::Reduce(b) => {
                         let reduced = self
                             .reduce_record(p, *primary, &text, b, fallback_warned, warnings)
                             .await?;
                         Some((
-                            reduced.text.to_string(),
+                            reduced.to_owned_text(),
                             ContentSelection::Summarized,
                             reduced.tokens,
                         ))
@@ -580,7 +580,7 @@ impl ContextBuilderService {
                     .summarize(text, main, budget, None, fallback_warned, warnings)
                     .await?;
                 Some((
-                    reduced.text.to_string(),
+                    reduced.to_owned_text(),
                     ContentSelection::Summarized,
                     reduced.tokens,
                 ))

@@ -66,6 +66,13 @@ struct Text {
     tokens: usize,
 }
 
+impl Text {
+    /// The text as an owned `String` (one copy, without `to_string`'s formatting machinery).
+    fn to_owned_text(&self) -> String {
+        String::from(&*self.text)
+    }
+}
+
 /// A record's texts, redacted and counted once per revision (texts computed on first use).
 struct Prepared {
     record: Arc<TaskRecord>,

@@ -41,7 +41,11 @@ impl ContextBuilderService {
         let ancestry =
             gather::ancestors(store, log, current, limit, &mut warnings, &redact).await?;
         let parent = ancestry.chain.first().cloned();
+        let prepared = self.prepare(current);
         let objective = match objective_source(current, &ancestry) {
+            Some(ObjectiveSource::Own(record)) if Arc::ptr_eq(record, current) => {
+                self.objective_of(&prepared)
+            }
             Some(ObjectiveSource::Own(record)) => self.objective_of(&self.prepare(record)),
             Some(ObjectiveSource::RootGoal(root)) => {
                 let p = self.prepare(root);
@@ -284,7 +288,7 @@ impl ContextBuilderService {
             context_type: request.context_type,
             layout: plan.layout,
             task_type: plan.task_type.unwrap_or(current.task_type),
-            current: self.prepare(current),
+            current: prepared,
             objective,
             ancestors,
             hidden_ancestors: hidden,
@@ -659,11 +663,14 @@ impl ContextBuilderService {
                 return Ok(());
             }
         };
-        let (ids, scores): (Vec<TaskId>, Vec<f64>) = hits
-            .into_iter()
-            .filter(|h| !excluded.contains(&h.task_id) && !used.contains(h.task_id.as_str()))
-            .map(|h| (h.task_id, h.score))
-            .unzip();
+        let mut ids: Vec<TaskId> = Vec::with_capacity(hits.len());
+        let mut scores: Vec<f64> = Vec::with_capacity(hits.len());
+        for hit in hits {
+            if !excluded.contains(&hit.task_id) && !used.contains(hit.task_id.as_str()) {
+                ids.push(hit.task_id);
+                scores.push(hit.score);
+            }
+        }
         // Read only as many hits as may be needed, in batches: usually one batch of
         // `max_similar` records, more only when some hits are no longer DONE.
         let mut taken = 0;
