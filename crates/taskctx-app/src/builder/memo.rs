@@ -1,4 +1,5 @@
-//! Bounded memo tables: token counts of texts, and anything keyed by value with a weight.
+//! Bounded memo tables: token counts of texts, the counts of the last texts built for a key, and
+//! anything keyed by value with a weight.
 //!
 //! Eviction is first-in-first-out: simple, O(1), and good enough for the access pattern (the same
 //! records are asked for again while their plan runs, then never). Every table is bounded by
@@ -166,6 +167,13 @@ impl MemoCounter {
     }
 }
 
+impl MemoCounter {
+    /// The counter without the memo, for texts memoised elsewhere.
+    pub(crate) fn uncached(&self) -> &dyn TokenCounter {
+        &*self.counter
+    }
+}
+
 impl fmt::Debug for MemoCounter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoCounter")
@@ -195,6 +203,62 @@ impl TokenCounter for MemoCounter {
     }
 }
 
+/// Texts kept per key by [`RecentCounts`].
+const RECENT_PER_KEY: usize = 4;
+
+/// The token counts of the last few texts counted for a key (the final text of a task's
+/// context, which names its task): a repeated text is recognised by comparing it with those
+/// few, instead of hashing several kilobytes into [`MemoCounter`]'s table on every build.
+/// Bounded by keys and bytes like every memo; texts longer than the counter memoises are not
+/// kept.
+pub(crate) struct RecentCounts<K> {
+    memo: Memo<K, Arc<[Counted]>>,
+}
+
+/// A text and its tokens.
+type Counted = (Arc<str>, usize);
+
+impl<K: Eq + Hash + Clone> RecentCounts<K> {
+    pub(crate) fn new(max_keys: usize, max_bytes: usize) -> Self {
+        Self {
+            memo: Memo::new(max_keys, max_bytes),
+        }
+    }
+
+    /// The tokens of `text`, counted for `key`: remembered if it is one of the key's last texts,
+    /// else counted by `counter` and remembered.
+    pub(crate) fn count(&self, key: &K, text: &str, counter: &dyn TokenCounter) -> usize {
+        if text.is_empty() {
+            return 0;
+        }
+        let recent = self.memo.get(key);
+        let kept: &[Counted] = recent.as_deref().unwrap_or(&[]);
+        if let Some((_, n)) = kept.iter().find(|(t, _)| **t == *text) {
+            return *n;
+        }
+        let n = counter.count(text);
+        if text.len() <= MAX_MEMO_TEXT {
+            let skip = (kept.len() + 1).saturating_sub(RECENT_PER_KEY);
+            let texts: Arc<[Counted]> = kept[skip..]
+                .iter()
+                .cloned()
+                .chain(std::iter::once((Arc::from(text), n)))
+                .collect();
+            let weight = 64 + texts.iter().map(|(t, _)| t.len() + 32).sum::<usize>();
+            self.memo.insert(key.clone(), texts, weight);
+        }
+        n
+    }
+}
+
+impl<K> fmt::Debug for RecentCounts<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecentCounts")
+            .field("memo", &self.memo)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +283,31 @@ mod tests {
         memo.insert(6, 60, 1);
         memo.clear();
         assert_eq!(memo.get(&6), None);
+    }
+
+    #[test]
+    fn recent_counts_keep_the_last_texts_per_key() {
+        let recent: RecentCounts<u32> = RecentCounts::new(16, 1 << 20);
+        let counter = HeuristicTokenCounter;
+        let texts: Vec<String> = (0..6)
+            .map(|i| format!("text number {i} ").repeat(i + 1))
+            .collect();
+        for text in &texts {
+            assert_eq!(recent.count(&1, text, &counter), counter.count(text));
+        }
+        // The last four are remembered, the first two were let go; other keys are separate.
+        let kept = recent.memo.get(&1).unwrap();
+        let kept: Vec<&str> = kept.iter().map(|(t, _)| &**t).collect();
+        assert_eq!(
+            kept,
+            texts[2..].iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        assert!(recent.memo.get(&2).is_none());
+        assert_eq!(
+            recent.count(&2, &texts[0], &counter),
+            counter.count(&texts[0])
+        );
+        assert_eq!(recent.count(&1, "", &counter), 0);
     }
 
     #[test]

@@ -451,7 +451,11 @@ impl ContextBuilderService {
             budget_tokens: a.budget,
         };
         context.formatted = format::format_input(&context);
-        context.token_count = self.counter.count(&context.formatted);
+        context.token_count = self.finals.count(
+            &context.current_task_id,
+            &context.formatted,
+            self.counter.uncached(),
+        );
         context
     }
 

@@ -27,7 +27,7 @@ use super::gather::{
     self, Body, ById, Candidate, MAX_ANCESTOR_HOPS, Primary, ReadLog, RecordSet, catch_unwind,
     same_record,
 };
-use super::memo::{FastMap, FastSet, Memo, MemoCounter};
+use super::memo::{FastMap, FastSet, Memo, MemoCounter, RecentCounts};
 use super::metrics::{Metrics, MetricsSnapshot};
 use super::options::BuilderOptions;
 use super::redact::{Redactor, RuleRedactor};
@@ -129,6 +129,8 @@ pub struct ContextBuilderService {
     options: BuilderOptions,
     prepared: Memo<TaskId, Arc<Prepared>>,
     shapes: ShapeCounts,
+    /// Counts of the final texts last built per task.
+    finals: RecentCounts<TaskId>,
     cache: Memo<ContextRequest, Arc<CacheEntry>>,
     metrics: Metrics,
 }
@@ -220,7 +222,7 @@ impl ContextBuilderServiceBuilder {
         let memo_bytes = self.options.memo_bytes;
         ContextBuilderService {
             store: self.store,
-            counter: MemoCounter::new(counter, memo_bytes / 4),
+            counter: MemoCounter::new(counter, memo_bytes / 8),
             summarizer: self
                 .summarizer
                 .unwrap_or_else(|| Arc::new(ExtractiveSummarizer)),
@@ -233,6 +235,7 @@ impl ContextBuilderServiceBuilder {
             strategies,
             prepared: Memo::new(16_384, memo_bytes),
             shapes: ShapeCounts::default(),
+            finals: RecentCounts::new(4096, memo_bytes / 8),
             cache: Memo::new(self.options.cache_entries, memo_bytes / 2),
             options: self.options,
             metrics: Metrics::default(),
