@@ -43,7 +43,7 @@ impl ContextBuilderService {
         let min_item = self.options.min_item_tokens.max(1);
 
         // Section costs: 0 = none, 1 = hierarchy heading, 2.. = item sections.
-        let mut section_costs = vec![0usize; 2 + SECTION_ORDER.len()];
+        let mut section_costs = [0usize; 2 + SECTION_ORDER.len()];
         if layout != Layout::Minimal {
             section_costs[1] = self.shape_tokens(Shape::HierarchyHeading(
                 layout,
