@@ -704,6 +704,16 @@ fn rows(r: &Results) -> Vec<Row> {
         "(reported)".into(),
         None,
     ));
+    let unmemoised = r.extra("/r4/unmemoised_p50_s");
+    rows.push(roma_row(
+        "R4",
+        "same, per-record memos off (every text redacted and counted), p50",
+        "memory",
+        27e-6,
+        unmemoised,
+        "(reported)".into(),
+        None,
+    ));
     let hit = r.extra("/r4/cache_hit_p50_s");
     rows.push(roma_row(
         "R4",

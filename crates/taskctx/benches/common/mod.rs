@@ -275,8 +275,16 @@ pub async fn fill(store: &dyn RecordStore, records: &[TaskRecord]) {
 /// over every DONE record, redaction, formatting) with the built-context cache off, so every call
 /// is a full build.
 pub async fn builder(store: Arc<dyn RecordStore>) -> ContextBuilderService {
+    builder_with(store, BuilderOptions::default().with_cache_entries(0)).await
+}
+
+/// A context builder with `options`, its similarity index built over the whole store.
+pub async fn builder_with(
+    store: Arc<dyn RecordStore>,
+    options: BuilderOptions,
+) -> ContextBuilderService {
     let service = ContextBuilderService::builder(store)
-        .options(BuilderOptions::default().with_cache_entries(0))
+        .options(options)
         .build();
     service
         .rebuild_similarity_index()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use taskctx::app::builder::ContextBuilderService;
+use taskctx::app::builder::{BuilderOptions, ContextBuilderService};
 use taskctx::{ContextInit, HistoryBudget, Persistence, TaskContext, TaskId, UpdateType};
 
 use crate::common::{self, Backend, N, R3_PARENT, chat, data, median, median_of, updates};
@@ -143,53 +143,72 @@ fn a5_tenths(rt: &tokio::runtime::Runtime) -> Value {
     Value::Object(out)
 }
 
-/// R4: single full builds on the memory store (100k records), p50 and p90.
+/// R4: single full builds on the memory store (100k records), p50 and p90; the same with the
+/// per-record memos off (every text redacted, summarised and counted again: the first build of a
+/// task after its records changed); and with the built-context cache on (a hit).
 fn r4_percentiles(rt: &tokio::runtime::Runtime) -> Value {
     let opened = rt.block_on(common::open(Backend::Memory));
     rt.block_on(common::fill(&*opened.records, &common::records(N)));
-    let service = rt.block_on(common::builder(Arc::clone(&opened.records)));
     let request = common::planning_request();
     let runs = if common::quick() { 500 } else { 3_000 };
-    let (mut times, first) = rt.block_on(async {
-        let first = service.build(request.clone()).await.unwrap();
-        let mut times = Vec::with_capacity(runs);
-        for _ in 0..runs {
-            let started = Instant::now();
-            let built = service.build(request.clone()).await.unwrap();
-            times.push(started.elapsed().as_secs_f64());
-            assert_eq!(built.token_count, first.token_count);
-        }
-        (times, first)
-    });
-    times.sort_by(f64::total_cmp);
-    let p = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    let single_builds = |service: &ContextBuilderService| {
+        rt.block_on(async {
+            let first = service.build(request.clone()).await.unwrap();
+            let mut times = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let started = Instant::now();
+                let built = service.build(request.clone()).await.unwrap();
+                times.push(started.elapsed().as_secs_f64());
+                assert_eq!(built.formatted, first.formatted);
+            }
+            times.sort_by(f64::total_cmp);
+            (times, first)
+        })
+    };
+    let percentile =
+        |times: &[f64], q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+
+    let service = rt.block_on(common::builder(Arc::clone(&opened.records)));
+    let (times, first) = single_builds(&service);
+    let (p50, p90) = (percentile(&times, 0.5), percentile(&times, 0.9));
     println!(
         "R4: p50 {:.1} µs, p90 {:.1} µs ({} items, {} tokens)",
-        p(0.5) * 1e6,
-        p(0.9) * 1e6,
+        p50 * 1e6,
+        p90 * 1e6,
         first.items.len(),
         first.token_count
     );
-    // The same request with the built-context cache on (the default): a hit still checks the
-    // revision of every record the context was built from.
-    let cached = ContextBuilderService::new(Arc::clone(&opened.records));
-    let mut hits = rt.block_on(async {
-        cached.rebuild_similarity_index().await.unwrap();
-        cached.build(request.clone()).await.unwrap();
-        let mut hits = Vec::with_capacity(runs);
-        for _ in 0..runs {
-            let started = Instant::now();
-            std::hint::black_box(cached.build(request.clone()).await.unwrap());
-            hits.push(started.elapsed().as_secs_f64());
-        }
-        hits
-    });
-    let cache_hit_p50 = median(&mut hits);
+    drop(service);
+
+    let unmemoised = rt.block_on(common::builder_with(
+        Arc::clone(&opened.records),
+        BuilderOptions::default()
+            .with_cache_entries(0)
+            .with_memo_bytes(0),
+    ));
+    let (times, cold) = single_builds(&unmemoised);
+    assert_eq!(
+        cold.formatted, first.formatted,
+        "memos must not change what is built"
+    );
+    let unmemoised_p50 = percentile(&times, 0.5);
+    println!("R4 memos off: p50 {:.1} µs", unmemoised_p50 * 1e6);
+    drop(unmemoised);
+
+    // The default service: the built-context cache on. A hit still checks the revision of every
+    // record the context was built from.
+    let cached = rt.block_on(common::builder_with(
+        Arc::clone(&opened.records),
+        BuilderOptions::default(),
+    ));
+    let (times, _) = single_builds(&cached);
+    let cache_hit_p50 = percentile(&times, 0.5);
     println!("R4 cache hit: p50 {:.1} µs", cache_hit_p50 * 1e6);
     json!({
         "cache_hit_p50_s": cache_hit_p50,
-        "p50_s": p(0.5),
-        "p90_s": p(0.9),
+        "unmemoised_p50_s": unmemoised_p50,
+        "p50_s": p50,
+        "p90_s": p90,
         "items": first.items.len(),
         "tokens": first.token_count,
         "omitted": first.omitted.len(),
