@@ -14,7 +14,7 @@ use taskctx_store::{
 use crate::codec::{CHILDREN_TREE, decode_record, encode_record, record_location};
 use crate::error::{TxResult, abort, from_sled, from_transaction};
 use crate::keys::{child_key, children_prefix};
-use crate::store::{Inner, blocking};
+use crate::store::{Inner, blocking, read};
 
 /// The record port of a [`SledStore`](crate::SledStore).
 ///
@@ -220,7 +220,7 @@ impl RecordStore for SledRecordStore {
 
     async fn get(&self, id: &TaskId) -> StoreResult<Option<Arc<TaskRecord>>> {
         let id = id.as_str().to_owned();
-        blocking(&self.inner, "reading a task record", move |inner| {
+        read(&self.inner, "reading a task record", move |inner| {
             Ok(record(inner, &id)?.map(Arc::new))
         })
         .await
@@ -228,7 +228,7 @@ impl RecordStore for SledRecordStore {
 
     async fn get_many(&self, ids: &[TaskId]) -> StoreResult<Vec<Option<Arc<TaskRecord>>>> {
         let ids: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
-        blocking(&self.inner, "reading task records", move |inner| {
+        read(&self.inner, "reading task records", move |inner| {
             ids.iter()
                 .map(|id| Ok(record(inner, id)?.map(Arc::new)))
                 .collect()
@@ -238,7 +238,7 @@ impl RecordStore for SledRecordStore {
 
     async fn children(&self, parent: &TaskId) -> StoreResult<Vec<Arc<TaskRecord>>> {
         let parent = parent.as_str().to_owned();
-        blocking(&self.inner, "reading children", move |inner| {
+        read(&self.inner, "reading children", move |inner| {
             let mut children: Vec<Arc<TaskRecord>> = children_of(inner, &parent)?
                 .into_iter()
                 .map(Arc::new)

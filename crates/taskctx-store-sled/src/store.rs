@@ -241,6 +241,25 @@ where
     }
 }
 
+/// Runs `job` (a point read: sled serves it from its page cache, or with a few reads of its
+/// file) on this thread. On a multi-thread runtime it runs inside `block_in_place`, which moves
+/// this worker's other tasks to another thread first, so a slow disk read still never stalls
+/// them; on a current-thread runtime, where that is not possible, it goes to the blocking pool
+/// like any other call.
+pub(crate) async fn read<T, F>(inner: &Arc<Inner>, action: &'static str, job: F) -> StoreResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| job(inner))
+        }
+        Ok(_) => blocking(inner, action, job).await,
+        Err(_) => job(inner),
+    }
+}
+
 /// Takes the exclusive lock file of the store in `dir`, writing this process's id into it so a
 /// second opener can say who holds the store.
 fn take_lock(dir: &Path) -> StoreResult<File> {

@@ -616,3 +616,82 @@ async fn a_missing_chunk_is_corrupt_at_the_gap() {
         updates(6..8)
     );
 }
+
+/// Point reads run in place on a multi-thread runtime's workers and on the blocking pool on a
+/// current-thread runtime: both give the same answers, also while writers change the records.
+#[test]
+fn point_reads_answer_alike_on_every_runtime_flavour() {
+    let (_dir, path) = store_dir();
+    let store = Arc::new(open(&path));
+    let reads = |store: Arc<SledStore>| async move {
+        let records = store.records();
+        let root = records
+            .get(&task("root"))
+            .await
+            .unwrap()
+            .map(|r| r.revision);
+        let many = records
+            .get_many(&[task("c1"), task("missing"), task("c0")])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.task_id.as_str().to_owned()))
+            .collect::<Vec<_>>();
+        let children = records
+            .children(&task("root"))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.task_id.as_str().to_owned())
+            .collect::<Vec<_>>();
+        (root, many, children)
+    };
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    current.block_on(async {
+        let records = store.records();
+        records.put(record("root", None), None).await.unwrap();
+        for i in 0..3 {
+            let id = format!("c{i}");
+            records.put(record(&id, Some("root")), None).await.unwrap();
+        }
+    });
+    let expected = (
+        Some(1),
+        vec![Some("c1".to_owned()), None, Some("c0".to_owned())],
+        vec!["c0".to_owned(), "c1".to_owned(), "c2".to_owned()],
+    );
+    assert_eq!(current.block_on(reads(Arc::clone(&store))), expected);
+
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    multi.block_on(async {
+        // A writer keeps adding children of another parent while readers run on the workers.
+        let writer = {
+            let records = store.records();
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    let id = format!("other{i}");
+                    records
+                        .put(record(&id, Some("elsewhere")), None)
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let readers: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(reads(Arc::clone(&store))))
+            .collect();
+        for reader in readers {
+            assert_eq!(reader.await.unwrap(), expected);
+        }
+        writer.await.unwrap();
+        let others = store.records().children(&task("elsewhere")).await.unwrap();
+        assert_eq!(others.len(), 40);
+    });
+}
