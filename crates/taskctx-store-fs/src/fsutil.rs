@@ -107,6 +107,48 @@ pub(crate) fn sync_file(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_data()
 }
 
+/// Files a batch syncs on each thread, at least: below this, a thread costs more than it saves.
+const FILES_PER_SYNC_THREAD: usize = 16;
+
+/// Threads that sync one batch's files at most.
+const SYNC_THREADS: usize = 8;
+
+/// Makes the content of every file in `files` durable, several at a time: a journaling file
+/// system (ext4, xfs) folds fsyncs that wait together into one journal commit, so a batch of
+/// files costs a fraction of syncing each in turn. On error, one failing file and its error.
+pub(crate) fn sync_files(files: &[PathBuf]) -> Result<(), (PathBuf, io::Error)> {
+    let sync_each = |files: &[PathBuf]| {
+        files
+            .iter()
+            .try_for_each(|file| sync_file(file).map_err(|e| (file.clone(), e)))
+    };
+    let threads = (files.len() / FILES_PER_SYNC_THREAD).clamp(1, SYNC_THREADS);
+    if threads == 1 {
+        return sync_each(files);
+    }
+    let per_thread = files.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || sync_each(chunk)))
+            .collect();
+        let mut outcome = Ok(());
+        for (worker, chunk) in workers.into_iter().zip(files.chunks(per_thread)) {
+            let result = worker.join().unwrap_or_else(|_| {
+                let file = chunk.first().cloned().unwrap_or_default();
+                Err((
+                    file,
+                    io::Error::other("the thread syncing this file panicked"),
+                ))
+            });
+            if outcome.is_ok() {
+                outcome = result;
+            }
+        }
+        outcome
+    })
+}
+
 /// The directory `path` is in (`.` for a bare file name).
 pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
@@ -307,6 +349,22 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("x")]);
+    }
+
+    #[test]
+    fn syncing_a_batch_names_the_file_that_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files: Vec<PathBuf> = (0..100).map(|i| dir.path().join(format!("f{i}"))).collect();
+        for file in &files {
+            replace_file_unsynced(file, b"content").unwrap();
+        }
+        sync_files(&files).unwrap();
+        sync_files(&files[..3]).unwrap();
+        // One file gone in the middle of a batch large enough to use several threads.
+        files.insert(57, dir.path().join("missing"));
+        let (file, error) = sync_files(&files).unwrap_err();
+        assert_eq!(file, dir.path().join("missing"));
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -626,9 +626,7 @@ impl RecordArea {
 
     /// Makes an applied batch durable and removes its intent.
     fn finish_batch(&self, touched: &Touched) -> Result<(), (PathBuf, io::Error)> {
-        for file in &touched.files {
-            fsutil::sync_file(file).map_err(|e| (file.clone(), e))?;
-        }
+        fsutil::sync_files(&touched.files)?;
         for dir in &touched.dirs {
             fsutil::sync_dir(dir).map_err(|e| (dir.clone(), e))?;
         }
