@@ -144,8 +144,8 @@ fn a5_tenths(rt: &tokio::runtime::Runtime) -> Value {
 }
 
 /// R4: single full builds on the memory store (100k records), p50 and p90; the same with the
-/// per-record memos off (every text redacted, summarised and counted again: the first build of a
-/// task after its records changed); and with the built-context cache on (a hit).
+/// per-record memos off (every text redacted, summarised and counted on every build, as if every
+/// record were new); and with the built-context cache on (a hit).
 fn r4_percentiles(rt: &tokio::runtime::Runtime) -> Value {
     let opened = rt.block_on(common::open(Backend::Memory));
     rt.block_on(common::fill(&*opened.records, &common::records(N)));
