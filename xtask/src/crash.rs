@@ -1,10 +1,11 @@
 //! `cargo xtask crash`: kill -9 loops against the durable adapters.
 //!
-//! Each cycle starts `taskctx-crash-child write`, which appends and puts from several tasks at
-//! once and prints each write after the store acknowledged it; after a random delay the child is
-//! killed with SIGKILL. Then `taskctx-crash-child verify` reopens the store and checks every
-//! acknowledgement so far: present, exactly once, in order. The store must open after every
-//! kill (a torn tail is repaired, a stale lock is not an error).
+//! Each cycle starts `taskctx-crash-child write`, which appends, puts and writes `put_many`
+//! batches from several tasks at once and prints each write after the store acknowledged it;
+//! after a random delay the child is killed with SIGKILL. Then `taskctx-crash-child verify`
+//! reopens the store and checks every acknowledgement so far: present, exactly once, in order,
+//! and no batch stored in part. The store must open after every kill (a torn tail is repaired, a
+//! stale lock is not an error).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};

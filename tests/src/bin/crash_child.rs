@@ -3,7 +3,9 @@
 //! acknowledged write is present exactly once and in order.
 //!
 //! Protocol (one line per acknowledged write, printed only after the store returned `Ok`):
-//! `A <chat> <seq> <tag>` for an append, `P <task> <revision> <tag>` for a put.
+//! `A <chat> <seq> <tag>` for an append, `P <task> <revision> <tag>` for a put, `B <revision>
+//! <tag>` for a `put_many` of the same [`BATCH_SIZE`] records (all or nothing across the kill: the
+//! verifier finds them all at one revision with one goal).
 // A process whose whole job is to print acknowledgements.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -15,14 +17,16 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use serde_json::json;
 use taskctx::{
-    ChatId, ContextInit, ContextUpdate, HistoryStoreExt, Persistence, TaskContext, TaskId,
-    TaskRecord, TaskType, UpdateType,
+    ChatId, ContextInit, ContextUpdate, HistoryStoreExt, Persistence, PutRecord, TaskContext,
+    TaskId, TaskRecord, TaskType, UpdateType,
 };
 
 const CHATS: [&str; 2] = ["crash-a", "crash-b/with slash"];
 const APPEND_WRITERS_PER_CHAT: usize = 2;
 const RECORD_WRITERS: usize = 2;
 const RECORDS_PER_WRITER: usize = 5;
+/// Records written together by every `put_many` of the batch writer.
+const BATCH_SIZE: usize = 8;
 /// The chat a write-through `TaskContext` writes to: an update acknowledged by
 /// `add_context_update` must survive the kill like a raw append.
 const CONTEXT_CHAT: &str = "crash-context";
@@ -124,10 +128,37 @@ async fn write(url: &str, cycle: &str) -> anyhow::Result<()> {
             anyhow::Ok(())
         }));
     }
+    {
+        let records = Arc::clone(&stores.records);
+        let cycle = cycle.to_owned();
+        tasks.push(tokio::spawn(async move {
+            for i in 0usize.. {
+                let tag = format!("c{cycle}-batch-{i}");
+                let batch = batch_ids()?
+                    .into_iter()
+                    .map(|id| PutRecord::upsert(TaskRecord::new(id, tag.clone(), TaskType::Write)))
+                    .collect();
+                let revisions = records.put_many(batch).await?;
+                let revision = revisions.first().copied().unwrap_or_default();
+                if revisions.iter().any(|r| *r != revision) {
+                    bail!("one batch got different revisions: {revisions:?}");
+                }
+                print_ack(format!("B {revision} {tag}"))?;
+            }
+            anyhow::Ok(())
+        }));
+    }
     for task in tasks {
         task.await??;
     }
     Ok(())
+}
+
+/// The records every batch writes.
+fn batch_ids() -> anyhow::Result<Vec<TaskId>> {
+    (0..BATCH_SIZE)
+        .map(|k| Ok(TaskId::new(format!("batch-r{k}"))?))
+        .collect()
 }
 
 /// Chat ids may contain spaces; the ack line is space-separated.
@@ -149,6 +180,8 @@ async fn verify(url: &str, acks_path: &str) -> anyhow::Result<()> {
     let mut puts: HashMap<String, (u64, String)> = HashMap::new();
     let mut append_count = 0usize;
     let mut put_count = 0usize;
+    let mut batch_count = 0usize;
+    let mut last_batch: (u64, String) = (0, String::new());
     for line in text.lines() {
         let parts: Vec<&str> = line.split(' ').collect();
         match parts.as_slice() {
@@ -166,6 +199,13 @@ async fn verify(url: &str, acks_path: &str) -> anyhow::Result<()> {
                     *entry = (revision, (*tag).to_owned());
                 }
                 put_count += 1;
+            }
+            ["B", revision, tag] => {
+                let revision: u64 = revision.parse()?;
+                if revision > last_batch.0 {
+                    last_batch = (revision, (*tag).to_owned());
+                }
+                batch_count += 1;
             }
             ["READY"] | [""] => {}
             // A line torn by the kill itself was never a complete acknowledgement.
@@ -217,6 +257,35 @@ async fn verify(url: &str, acks_path: &str) -> anyhow::Result<()> {
             );
         }
     }
-    println!("verified {append_count} appends and {put_count} puts");
+    // Every batch wrote the same records: after any kill they are all at one revision with one
+    // goal, at or past the last acknowledged batch.
+    let ids = batch_ids()?;
+    let found = stores.records.get_many(&ids).await?;
+    let present: Vec<(u64, &str)> = found
+        .iter()
+        .flatten()
+        .map(|r| (r.revision, r.goal.as_str()))
+        .collect();
+    if let Some(first) = present.first() {
+        if present.len() != ids.len() || present.iter().any(|p| p != first) {
+            bail!("a batch is stored in part: (revision, goal) per record {present:?}");
+        }
+        let (revision, tag) = &last_batch;
+        if first.0 < *revision {
+            bail!(
+                "batch acknowledged at revision {revision}, store has revision {}",
+                first.0
+            );
+        }
+        if first.0 == *revision && first.1 != tag {
+            bail!(
+                "batch revision {revision}: acknowledged {tag}, store has {}",
+                first.1
+            );
+        }
+    } else if last_batch.0 > 0 {
+        bail!("batch acknowledged at revision {} is lost", last_batch.0);
+    }
+    println!("verified {append_count} appends, {put_count} puts and {batch_count} batches");
     Ok(())
 }
