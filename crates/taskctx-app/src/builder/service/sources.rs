@@ -225,45 +225,15 @@ impl ContextBuilderService {
         // 7. Additional context, then allow-listed aux_data.
         if plan.uses(Source::Additional) {
             for (key, value) in &request.additional_context {
-                let key = redact(key);
                 let order = candidates.len();
-                candidates.push(Candidate {
-                    kind: SourceKind::Additional,
-                    source_id: format!("additional:{key}"),
-                    label_goal: Some(format!("Additional context: {key}")),
-                    default_label: "additional_context",
-                    forced_label: None,
-                    status: None,
-                    relevance: RELEVANCE_ADDITIONAL,
-                    pinned: false,
-                    order,
-                    body: Body::Text {
-                        text: self.render_value(value),
-                        selection: ContentSelection::Provided,
-                    },
-                });
+                candidates.push(self.provided_text(SourceKind::Additional, key, value, order));
             }
         }
         if plan.uses(Source::AuxData) {
             for key in &self.options.aux_data_allow_list {
                 if let Some(value) = current.aux_data.get(key) {
-                    let key = redact(key);
                     let order = candidates.len();
-                    candidates.push(Candidate {
-                        kind: SourceKind::AuxData,
-                        source_id: format!("aux_data:{key}"),
-                        label_goal: Some(format!("Task data: {key}")),
-                        default_label: "aux_data",
-                        forced_label: None,
-                        status: None,
-                        relevance: RELEVANCE_ADDITIONAL,
-                        pinned: false,
-                        order,
-                        body: Body::Text {
-                            text: self.render_value(value),
-                            selection: ContentSelection::Provided,
-                        },
-                    });
+                    candidates.push(self.provided_text(SourceKind::AuxData, key, value, order));
                 }
             }
         }
@@ -429,6 +399,37 @@ impl ContextBuilderService {
                     self.redact(record.task_id.as_str())
                 ),
             ));
+        }
+    }
+
+    /// A text given by the caller (additional context) or by the task (allow-listed `aux_data`)
+    /// under `key`: key and value redacted, never pinned.
+    fn provided_text(
+        &self,
+        kind: SourceKind,
+        key: &str,
+        value: &taskctx_domain::Value,
+        order: usize,
+    ) -> Candidate {
+        let (id_prefix, heading, default_label) = match kind {
+            SourceKind::AuxData => ("aux_data", "Task data", "aux_data"),
+            _ => ("additional", "Additional context", "additional_context"),
+        };
+        let key = self.redact(key);
+        Candidate {
+            kind,
+            source_id: format!("{id_prefix}:{key}"),
+            label_goal: Some(format!("{heading}: {key}")),
+            default_label,
+            forced_label: None,
+            status: None,
+            relevance: RELEVANCE_ADDITIONAL,
+            pinned: false,
+            order,
+            body: Body::Text {
+                text: self.render_value(value),
+                selection: ContentSelection::Provided,
+            },
         }
     }
 
